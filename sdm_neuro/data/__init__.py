@@ -1,0 +1,3 @@
+from .datasets import DATASETS, load_dataset
+
+__all__ = ["DATASETS", "load_dataset"]

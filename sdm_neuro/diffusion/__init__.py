@@ -1,0 +1,3 @@
+from .schedule import NoiseSchedule
+
+__all__ = ["NoiseSchedule"]

@@ -1,0 +1,3 @@
+from .unet import DiffusionUNet, PreSpikeResBlock, SpikeDownsample, SpikeUpsample, build_model
+
+__all__ = ["DiffusionUNet", "PreSpikeResBlock", "SpikeDownsample", "SpikeUpsample", "build_model"]
