@@ -1,0 +1,221 @@
+"""Hardware energy profiles, the paper's energy formulas (Eqs. 19-20), the MAC counter and
+``sdm-neuro info`` on the paper's CIFAR-10 configuration."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sdm_neuro.card import load_card
+from sdm_neuro.energy.formulas import ann_energy_pj, event_energy_pj, paper_sops, snn_energy_pj
+from sdm_neuro.energy.macs import count_macs
+from sdm_neuro.energy.profiles import list_profiles, load_profile, profile_from_dict
+from sdm_neuro.errors import SdmError
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_ANN_CARD = REPO / "models" / "sdm-cifar10-paper-ann.toml"
+PAPER_SNN_CARD = REPO / "models" / "sdm-cifar10-paper.toml"
+
+torch.set_num_threads(1)
+
+
+# -- profiles ----------------------------------------------------------------------------------
+SHIPPED = ["a100-bf16", "a100-fp32", "cmos45nm", "h100-bf16", "h100-fp32", "h200-bf16", "loihi", "loihi2"]
+
+
+def test_shipped_profiles_load_and_cite_every_number():
+    assert set(SHIPPED) <= set(list_profiles())
+    for name in SHIPPED:
+        p = load_profile(name)
+        assert p.name == name and p.kind in ("cmos", "neuromorphic", "gpu")
+        numbers = ["mac_pj", "ac_pj"] + [k for k in ("neuron_update_pj", "spike_pj", "static_power_mw")
+                                         if getattr(p, k) is not None]
+        numbers += list(p.capacity) + [k for k in p.gpu if k != "precision"]
+        for key in numbers:
+            assert p.sources.get(key), f"{name}: {key} has no source"
+        assert set(p.estimates) <= set(numbers)
+
+
+def test_cmos45nm_is_the_papers_eq20_model():
+    p = load_profile("cmos45nm")
+    assert (p.mac_pj, p.ac_pj) == (4.6, 0.9)
+    assert p.estimates == ()
+    assert "Horowitz" in p.sources["mac_pj"]
+
+
+def test_gpu_profiles_are_board_power_over_peak():
+    for name in ("a100-fp32", "a100-bf16", "h100-fp32", "h100-bf16", "h200-bf16"):
+        p = load_profile(name)
+        flop_pj = p.gpu["board_power_w"] / (p.gpu["peak_tflops"] * 1e12) * 1e12
+        assert p.ac_pj == pytest.approx(flop_pj, rel=1e-4)
+        assert p.mac_pj == pytest.approx(2 * flop_pj, rel=1e-4)
+        assert "best case" in p.description
+    assert load_profile("a100-fp32").mac_pj == pytest.approx(2 * 400 / 19.5, rel=1e-4)
+    assert load_profile("h100-bf16").mac_pj == pytest.approx(2 * 700 / 989, rel=1e-4)
+
+
+def test_loihi_profiles():
+    l1, l2 = load_profile("loihi"), load_profile("loihi2")
+    assert (l1.ac_pj, l1.neuron_update_pj, l1.spike_pj) == (23.6, 52.0, 1.7)
+    assert l2.capacity["cores_per_chip"] == 128 and l2.capacity["neurons_per_core"] == 8192
+    assert {"ac_pj", "neuron_update_pj", "spike_pj"} <= set(l2.estimates)  # Loihi 1 figures reused
+
+
+def test_load_profile_by_path(tmp_path):
+    src = (REPO / "hw_profiles" / "cmos45nm.toml").read_text().replace('name = "cmos45nm"', 'name = "mine"')
+    f = tmp_path / "mine.toml"
+    f.write_text(src)
+    assert load_profile(f).name == "mine"
+    assert load_profile(str(f)).mac_pj == 4.6
+
+
+GOOD = """
+estimates = []
+[profile]
+name = "my"
+kind = "cmos"
+description = "test"
+[energy]
+mac_pj = 4.6
+ac_pj = AC
+[sources]
+mac_pj = "paper A"
+ac_pj = "paper B"
+"""
+
+
+def _write(tmp_path, text, name="my.toml"):
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+def test_validation_errors_name_the_field_and_file(tmp_path):
+    assert load_profile(_write(tmp_path, GOOD.replace("AC", "0.9"))).ac_pj == 0.9
+    with pytest.raises(SdmError, match=r"hw profile my\.toml: energy\.ac_pj must be >= 0, got -1"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "-1")))
+    with pytest.raises(SdmError, match=r"my\.toml: energy\.ac_pj must be a number"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", '"cheap"')))
+    with pytest.raises(SdmError, match=r"my\.toml: missing field energy\.ac_pj"):
+        load_profile(_write(tmp_path, GOOD.replace("ac_pj = AC\n", "")))
+    with pytest.raises(SdmError, match=r"my\.toml: missing field sources\.ac_pj"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "0.9").replace('ac_pj = "paper B"\n', "")))
+    with pytest.raises(SdmError, match=r"my\.toml: missing field profile\.kind"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "0.9").replace('kind = "cmos"\n', "")))
+    with pytest.raises(SdmError, match=r"my\.toml: profile\.kind must be one of"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "0.9").replace('"cmos"', '"fpga"')))
+    with pytest.raises(SdmError, match=r"my\.toml: estimates names 'spike_pj'"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "0.9").replace("estimates = []", 'estimates = ["spike_pj"]')))
+    with pytest.raises(SdmError, match=r"my\.toml: missing field energy\.neuron_update_pj"):
+        load_profile(_write(tmp_path, GOOD.replace("AC", "0.9").replace('"cmos"', '"neuromorphic"')))
+    with pytest.raises(SdmError, match=r"unknown hw profile 'nope'"):
+        load_profile("nope")
+
+
+# -- formulas ----------------------------------------------------------------------------------
+def test_paper_eq19_eq20():
+    cmos = load_profile("cmos45nm")
+    assert paper_sops(0.25, 4, 1000) == 1000.0
+    # Eq. 20: E = E_MAC x FLOPs(first conv) + E_AC x SOPs
+    assert snn_energy_pj(1000, 2000, cmos) == pytest.approx(4.6 * 1000 + 0.9 * 2000)
+    assert ann_energy_pj(1e6, cmos) == pytest.approx(4.6e6)
+    with pytest.raises(SdmError):
+        snn_energy_pj(-1, 0, cmos)
+
+
+def test_event_energy():
+    loihi = load_profile("loihi")
+    assert event_energy_pj(100, 10, 5, loihi) == pytest.approx(23.6 * 100 + 52 * 10 + 1.7 * 5)
+    with pytest.raises(SdmError, match="static_power_mw"):
+        event_energy_pj(1, 1, 1, loihi, seconds=1.0)
+    with pytest.raises(SdmError, match="spike_pj"):
+        event_energy_pj(1, 0, 1, load_profile("h100-bf16"))
+    data = {"estimates": [], "profile": {"name": "s", "kind": "neuromorphic", "description": "d"},
+            "energy": {"mac_pj": 1, "ac_pj": 1, "neuron_update_pj": 1, "spike_pj": 1, "static_power_mw": 2},
+            "sources": {k: "x" for k in ("mac_pj", "ac_pj", "neuron_update_pj", "spike_pj", "static_power_mw")}}
+    p = profile_from_dict(data)
+    assert event_energy_pj(0, 0, 0, p, seconds=0.5) == pytest.approx(2e-3 * 0.5 * 1e12)  # 1 mJ = 1e9 pJ
+
+
+# -- MAC counter -------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 9x9 -> 5x5
+        self.fc = nn.Linear(8 * 5 * 5, 10)
+
+    def forward(self, x, t):
+        return self.fc(self.head(x).flatten(1))
+
+
+def test_count_macs_hand_computed():
+    net = TinyNet().train()
+    r = count_macs(net, image_size=9, in_channels=3)
+    layers = {layer.name: layer for layer in r.layers}
+    assert layers["head"].macs == 8 * 5 * 5 * 3 * 3 * 3  # out elements x in_ch x k x k = 5400
+    assert layers["fc"].macs == 10 * 200  # out features x in features
+    assert (layers["head"].part, layers["head"].role) == ("host", "encoder")
+    assert layers["fc"].part == "body"
+    assert r.total_macs == 7400 and r.first_conv_macs == 5400 and r.kind == "ann"
+    assert net.training  # train/eval flags restored
+
+
+def test_count_macs_slayer_synapse_per_step():
+    from sdm_neuro.models.unet import SynConv
+    from sdm_neuro.neurons import IFNeuron
+
+    class TinySNN(nn.Module):
+        T = 3
+
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Conv2d(1, 4, 3, padding=1)
+            self.neuron = IFNeuron(3)
+            self.conv = SynConv(4, 2, 3, stride=2, padding=1)  # 6x6 -> 3x3 per step
+
+        def forward(self, x, t):
+            h = self.head(x)
+            return self.conv(self.neuron(h.unsqueeze(-1).expand(*h.shape, 3)))
+
+    r = count_macs(TinySNN(), image_size=6, in_channels=1)
+    conv = next(layer for layer in r.layers if layer.name == "conv")
+    assert conv.steps == 3 and conv.flops_per_step == 2 * 3 * 3 * 4 * 9 and conv.macs == 3 * conv.flops_per_step
+    assert conv.spike_input and conv.part == "body"
+    assert r.kind == "snn" and r.neurons == 4 * 6 * 6 and r.neuron_updates == 3 * 4 * 6 * 6
+    assert r.spike_flops_per_step == conv.flops_per_step
+
+
+def test_paper_anchor_ann_macs_times_emac():
+    """Table IV: DDPM-ANN 29.23 mJ per evaluation = 6.35 GMAC x 4.6 pJ (pytorch-ddpm UNet with a
+    middle attention block). Our ANN twin has no attention: expect a little lower, within 5 %."""
+    from sdm_neuro.models import build_model
+
+    card = load_card(PAPER_ANN_CARD)
+    r = count_macs(build_model(card), card.model.image_size, card.model.in_channels)
+    mj = ann_energy_pj(r.total_macs, load_profile("cmos45nm")) / 1e9
+    print(f"paper ANN twin: {r.total_macs / 1e9:.4f} GMAC x 4.6 pJ = {mj:.2f} mJ (paper: 29.23 mJ)")
+    assert mj == pytest.approx(29.23, rel=0.05)
+    assert r.first_conv_macs == 128 * 32 * 32 * 3 * 9
+    assert r.host_macs + r.body_macs == r.total_macs
+
+
+# -- sdm-neuro info ----------------------------------------------------------------------------
+def test_info_paper_card_json():
+    from click.testing import CliRunner
+
+    from sdm_neuro.cli import cli
+
+    res = CliRunner().invoke(cli, ["info", str(PAPER_SNN_CARD), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    params = info["parameters"]
+    print(f"paper SNN: {params['total']:,} params = {params['total_M_2^20']} M (2^20); "
+          f"paper 63.61, difference {info['paper']['difference_M_2^20']:+}")
+    assert params["total"] == params["host"] + params["body"] > 60_000_000
+    assert abs(info["paper"]["difference_M_2^20"]) < 1.0  # 63.61 M (2^20) in the paper
+    assert info["tsm"]["params"] == 0 and info["tsm"]["params_if_enabled"] == 51 * 4
+    assert info["macs"]["body"] > info["macs"]["host"] > 0
+    assert info["architecture"]["T"] == 4
