@@ -11,14 +11,22 @@ from .commands import COMMANDS
 from .errors import SdmError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f".commands.{name.replace('-', '_')}", __package__).command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sdm-neuro")
 def cli() -> None:
     """Spiking diffusion models: train, sample, evaluate, export to Lava, simulate, energy reports."""
-
-
-for _name in COMMANDS:
-    cli.add_command(importlib.import_module(f".commands.{_name.replace('-', '_')}", __package__).command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,203 @@
+"""Run an exported graph as a network of standard Lava processes on Lava's CPU backend.
+
+Mapping (``LavaNetworkBuilder``):
+  * each ``Population`` -> ``lava.proc.lif.process.LIFReset`` (du = 4095 i.e. instant current,
+    dv = 0 i.e. no leak, hard reset), reset every ``W`` steps at the step its window starts;
+  * each ``Projection`` -> ``Sparse`` (no extra delay) or ``DelaySparse`` (delay balancing);
+    several projections into one population are summed by Lava's InPort;
+  * each spiking population's ``s_out`` also feeds a ``lava.proc.io.sink.RingBuffer`` of W
+    steps, which records every spike (for verification and the energy report);
+  * the readout population never fires; its voltage after the window is the summed current.
+
+Timing: one network evaluation is a window of W = latency + T Lava steps. A population at
+depth d is reset at window step d and sees model step t at window step d + t; spikes at
+window steps outside [d, d + T) are outside the model's window (counted separately; they never
+reach another population inside its window). The host sets every population's bias (first
+conv output, time-embedding row) before each window with ``Var.set``.
+
+Lava and its processes are imported lazily; no torch call happens inside a process model.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..export.graph import Graph
+from ..export.quantize import ACT_SHIFT
+from .host import fixed_bias, host_inputs
+from .sparse import projection_matrix
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+@dataclass
+class LavaWindowRecord:
+    """One network evaluation on Lava: per population spike trains (n, T) inside the model
+    window, and spike counts outside it."""
+
+    trains: dict[str, np.ndarray] = field(default_factory=dict)
+    outside: dict[str, int] = field(default_factory=dict)
+
+
+class LavaNetworkBuilder:
+    """Builds the Lava process graph of ``graph`` once; ``LavaExecutor`` runs it repeatedly."""
+
+    def __init__(self, graph: Graph, mode: str = "fixed"):
+        if mode not in ("fixed", "float"):
+            raise ValueError("mode must be 'fixed' or 'float'")
+        if any(p.gain is not None for p in graph.populations.values()):
+            from ..errors import SdmError
+
+            raise SdmError("this export uses TSM gains; the Lava backend for TSM neurons is not available yet")
+        self.graph, self.mode = graph, mode
+
+    def build(self):
+        from lava.proc.dense.process import DelayDense  # noqa: F401  (import check)
+        from lava.proc.io.sink import RingBuffer
+        from lava.proc.lif.process import LIFReset
+        from lava.proc.sparse.process import DelaySparse, Sparse
+
+        g, fixed = self.graph, self.mode == "fixed"
+        W = g.window
+        neurons, sinks, synapses = {}, {}, {}
+        for name, pop in g.populations.items():
+            n = pop.size
+            zeros = np.zeros(n, dtype=np.int32 if fixed else np.float64)
+            if pop.kind == "readout":
+                vth = pop.vth_mant if fixed else 1e30
+            else:
+                vth = pop.vth_mant if fixed else pop.threshold
+            neurons[name] = LIFReset(shape=(n,), du=4095 if fixed else 1.0, dv=0 if fixed else 0.0, vth=vth,
+                                     bias_mant=zeros.copy(), bias_exp=zeros.copy(), reset_interval=W,
+                                     reset_offset=(1 + pop.depth) % W, name=name)
+            if pop.kind == "if":
+                sinks[name] = RingBuffer(shape=(n,), buffer=W)
+                neurons[name].s_out.connect(sinks[name].a_in)
+        for proj in g.projections:
+            src = g.populations[proj.src]
+            m = projection_matrix(proj, src.shape, fixed)
+            kw = {"weight_exp": int(proj.weight_exp), "num_weight_bits": 8} if fixed else {}
+            if proj.delay == 0:
+                syn = Sparse(weights=m, name=proj.name, **kw)
+            else:
+                syn = DelaySparse(weights=m, delays=int(proj.delay), max_delay=int(proj.delay), name=proj.name, **kw)
+            neurons[proj.src].s_out.connect(syn.s_in)
+            syn.a_out.connect(neurons[proj.dst].a_in)
+            synapses[proj.name] = syn
+        return neurons, synapses, sinks
+
+
+class LavaExecutor:
+    """Runs network evaluations on Lava (``Loihi2SimCfg``, ``fixed_pt`` or ``floating_pt``).
+
+    Use as a context manager (or call ``close``): the Lava runtime is always stopped, also on
+    errors and Ctrl-C, so no Lava processes are left behind.
+    """
+
+    def __init__(self, graph: Graph, mode: str = "fixed"):
+        self.graph, self.mode = graph, mode
+        self._built = False
+        self.steps_run = 0
+        self.seconds_running = 0.0
+        self.build_seconds = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _build(self, first_bias: dict[str, tuple[np.ndarray, np.ndarray]]):
+        t0 = time.time()
+        with _quiet_stdout():
+            self.neurons, self.synapses, self.sinks = LavaNetworkBuilder(self.graph, self.mode).build()
+            for name, (mant, exp) in first_bias.items():
+                self.neurons[name].bias_mant.init = mant
+                self.neurons[name].bias_exp.init = exp
+            from lava.magma.core.run_configs import Loihi2SimCfg
+
+            self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt")
+            self._anchor = next(iter(self.neurons.values()))
+        self._built = True
+        self.build_seconds = time.time() - t0
+
+    def _biases(self, x: torch.Tensor, t: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        g = self.graph
+        cur = host_inputs(g, x[None], torch.tensor([t]))
+        out = {}
+        for name, b in cur.items():
+            pop = g.populations[name]
+            if self.mode == "fixed":
+                mant, exp = fixed_bias(pop, b[0])
+                out[name] = (mant.reshape(-1).numpy().astype(np.int32), exp.reshape(-1).numpy().astype(np.int32))
+            else:
+                out[name] = (b[0].reshape(-1).numpy().astype(np.float64), np.zeros(pop.size))
+        return out
+
+    def run(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, LavaWindowRecord]:
+        """One network evaluation of one image x_t (C, H, W) at diffusion timestep t."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        g = self.graph
+        W = g.window
+        biases = self._biases(x, t)
+        if not self._built:
+            self._build(biases)
+        else:
+            for name, (mant, exp) in biases.items():
+                self.neurons[name].bias_mant.set(mant)
+                if self.mode == "fixed":
+                    self.neurons[name].bias_exp.set(exp)
+        t0 = time.time()
+        with _quiet_stdout():
+            self._anchor.run(condition=RunSteps(num_steps=W, blocking=True), run_cfg=self._cfg)
+        self.steps_run += W
+        rec = LavaWindowRecord()
+        for name, sink in self.sinks.items():
+            data = np.asarray(sink.data.get()) != 0  # (n, W), column j = window step j
+            d = g.populations[name].depth
+            rec.trains[name] = data[:, d:d + g.T]
+            rec.outside[name] = int(data.sum() - rec.trains[name].sum())
+        ro = g.populations[g.readout]
+        v = np.asarray(self.neurons[g.readout].v.get(), dtype=np.float64)
+        self.seconds_running += time.time() - t0
+        if self.mode == "fixed":
+            v = v / float(2 ** (ro.scale_exp + ACT_SHIFT))
+        eps = v.reshape(ro.shape) / g.T * g.host.readout_scale + g.host.readout_bias[:, None, None]
+        return torch.from_numpy(eps).float(), rec
+
+    def close(self) -> None:
+        if self._built:
+            try:
+                with _quiet_stdout():
+                    self._anchor.stop()
+            except Exception as exc:  # the runtime may already be down
+                print(f"warning: stopping the Lava runtime: {exc}", file=sys.stderr)
+            self._built = False
+
+    def eps_model(self, record_into: list | None = None, progress=None):
+        """``eps_model(x, t)`` for the samplers: evaluates each image of the batch in turn."""
+
+        def f(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+            outs = []
+            for i in range(x.shape[0]):
+                eps, rec = self.run(x[i].cpu(), int(tt[i]))
+                outs.append(eps)
+                if record_into is not None:
+                    record_into.append(rec)
+                if progress is not None:
+                    progress.update(1)
+            return torch.stack(outs).to(x.device)
+
+        return f
