@@ -7,7 +7,11 @@ command functions, never at module level.
 # (module, command name) in the order ``sdm-neuro --help`` lists them.
 COMMANDS = [
     "train",
+    "finetune",
+    "tsm-plot",
     "sample",
     "evaluate",
     "info",
+    "export",
+    "simulate",
 ]

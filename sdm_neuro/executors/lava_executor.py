@@ -40,13 +40,26 @@ def _quiet_stdout():
         yield
 
 
+def import_lava() -> None:
+    """Import Lava's runtime. Lava calls ``multiprocessing.set_start_method('fork')`` on import,
+    which fails once anything (a tqdm bar, a DataLoader) has fixed the start method: so import
+    it before such objects exist; if the method is already 'fork', Lava's call is harmless."""
+    import multiprocessing as mp
+
+    if mp.get_start_method(allow_none=True) == "fork":
+        mp.set_start_method(None, force=True)  # let Lava set it again
+    with _quiet_stdout():
+        import lava.magma.core.run_configs  # noqa: F401
+        import lava.proc.lif.process  # noqa: F401
+
+
 @dataclass
 class LavaWindowRecord:
     """One network evaluation on Lava: per population spike trains (n, T) inside the model
     window, and spike counts outside it."""
 
-    trains: dict[str, np.ndarray] = field(default_factory=dict)
-    outside: dict[str, int] = field(default_factory=dict)
+    trains: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, T) bool
+    outside: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) spikes outside the window
 
 
 class LavaNetworkBuilder:
@@ -55,17 +68,14 @@ class LavaNetworkBuilder:
     def __init__(self, graph: Graph, mode: str = "fixed"):
         if mode not in ("fixed", "float"):
             raise ValueError("mode must be 'fixed' or 'float'")
-        if any(p.gain is not None for p in graph.populations.values()):
-            from ..errors import SdmError
-
-            raise SdmError("this export uses TSM gains; the Lava backend for TSM neurons is not available yet")
         self.graph, self.mode = graph, mode
 
     def build(self):
-        from lava.proc.dense.process import DelayDense  # noqa: F401  (import check)
         from lava.proc.io.sink import RingBuffer
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import DelaySparse, Sparse
+
+        from .lava_processes.tsm_lif import TSMLIFReset
 
         g, fixed = self.graph, self.mode == "fixed"
         W = g.window
@@ -77,9 +87,13 @@ class LavaNetworkBuilder:
                 vth = pop.vth_mant if fixed else 1e30
             else:
                 vth = pop.vth_mant if fixed else pop.threshold
-            neurons[name] = LIFReset(shape=(n,), du=4095 if fixed else 1.0, dv=0 if fixed else 0.0, vth=vth,
-                                     bias_mant=zeros.copy(), bias_exp=zeros.copy(), reset_interval=W,
-                                     reset_offset=(1 + pop.depth) % W, name=name)
+            proc, extra = LIFReset, {}
+            if pop.gain is not None:  # TSM: per-step input gain p[t] (see lava_processes.tsm_lif)
+                proc, extra = TSMLIFReset, {"T": g.T, "gain": np.asarray(pop.gain_mant, np.int32) if fixed
+                                            else np.asarray(pop.gain, np.float64)}
+            neurons[name] = proc(shape=(n,), du=4095 if fixed else 1.0, dv=0 if fixed else 0.0, vth=vth,
+                                 bias_mant=zeros.copy(), bias_exp=zeros.copy(), reset_interval=W,
+                                 reset_offset=(1 + pop.depth) % W, name=name, **extra)
             if pop.kind == "if":
                 sinks[name] = RingBuffer(shape=(n,), buffer=W)
                 neurons[name].s_out.connect(sinks[name].a_in)
@@ -106,6 +120,7 @@ class LavaExecutor:
 
     def __init__(self, graph: Graph, mode: str = "fixed"):
         self.graph, self.mode = graph, mode
+        import_lava()
         self._built = False
         self.steps_run = 0
         self.seconds_running = 0.0
@@ -168,7 +183,7 @@ class LavaExecutor:
             data = np.asarray(sink.data.get()) != 0  # (n, W), column j = window step j
             d = g.populations[name].depth
             rec.trains[name] = data[:, d:d + g.T]
-            rec.outside[name] = int(data.sum() - rec.trains[name].sum())
+            rec.outside[name] = data.sum(axis=1) - rec.trains[name].sum(axis=1)
         ro = g.populations[g.readout]
         v = np.asarray(self.neurons[g.readout].v.get(), dtype=np.float64)
         self.seconds_running += time.time() - t0

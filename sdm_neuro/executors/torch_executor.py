@@ -26,6 +26,7 @@ class RunRecord:
     """Per-population spike counts of one batch: name -> (N, T) int64 (spikes per image and step)."""
 
     spikes: dict[str, torch.Tensor] = field(default_factory=dict)
+    per_neuron: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (C*H*W,) summed over N, T
     trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, C*H*W, T) bool, if kept
     overflow: int = 0  # synaptic-input values that wrapped at 16 bits (fixed point)
 
@@ -80,6 +81,7 @@ class TorchExecutor:
                 vth[name] = pop.threshold
         rec = RunRecord()
         counts = {name: [] for name, p in g.populations.items() if p.kind == "if"}
+        per_neuron = {name: 0.0 for name in counts}
         trains = {name: [] for name in counts} if keep_trains else None
         for t in range(g.T):
             spikes: dict[str, torch.Tensor] = {}
@@ -110,6 +112,7 @@ class TorchExecutor:
                 state[name] = torch.where(s, torch.zeros_like(v), v)
                 spikes[name] = s.to(dt)
                 counts[name].append(s.flatten(1).sum(1))
+                per_neuron[name] = per_neuron[name] + s.flatten(1).sum(0).double()
                 if keep_trains:
                     trains[name].append(s.flatten(1))
         ro = g.populations[g.readout]
@@ -118,6 +121,7 @@ class TorchExecutor:
             v = v / float(2 ** (ro.scale_exp + ACT_SHIFT))
         eps = v / g.T * g.host.readout_scale + torch.from_numpy(g.host.readout_bias).to(dev, dt)[None, :, None, None]
         rec.spikes = {k: torch.stack(c, dim=1).long().cpu() for k, c in counts.items()}
+        rec.per_neuron = {k: v.cpu() for k, v in per_neuron.items()}
         if keep_trains:
             rec.trains = {k: torch.stack(c, dim=-1).cpu() for k, c in trains.items()}
         return eps.float(), rec

@@ -1,0 +1,81 @@
+"""``sdm-neuro finetune MODEL --tsm --out DIR``: stage 2 of the paper's Alg. 1.
+
+Loads a model trained with pre-spike residual blocks (stage 1), switches on the Temporal-wise
+Spiking Mechanism (``model.tsm = true``: every IF neuron gets gains p[t], initialised to 1.0,
+which leaves the network's output unchanged), and fine-tunes the weights W and the gains p
+together with the DDPM loss for a few iterations (default: 1/10 of the checkpoint's training
+steps, as the paper's I_ft < 1/10 of the training iterations).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._common import set_threads
+
+
+@click.command("finetune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--tsm", is_flag=True, help="Fine-tune with TSM gains p[t] (required; the only mode for now).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--steps", type=int, default=None,
+              help="Fine-tuning steps (default: 1/10 of the checkpoint's training steps, at least 1).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: the card's training.lr).")
+@click.option("--seed", type=int, default=None, help="Random seed (default: the card's training.seed).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available).")
+@click.option("--max-minutes", type=float, default=None, help="Stop (and checkpoint) after this wall time.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+def command(model, tsm, out_dir, steps, lr, seed, device, max_minutes, threads):
+    """Fine-tune a trained spiking MODEL (.pt or card .toml) with TSM; writes OUT/model.pt (tsm = true)."""
+    from ..errors import SdmError
+
+    if not tsm:
+        raise SdmError("finetune needs --tsm (TSM fine-tuning is the only fine-tuning mode for now)")
+    if steps is not None and steps < 1:
+        raise SdmError(f"--steps must be >= 1, got {steps}")
+    if lr is not None and lr <= 0:
+        raise SdmError(f"--lr must be > 0, got {lr}")
+    set_threads(threads)
+    from ..card import card_from_dict
+    from ..checkpoint import resolve_model
+    from ..models import build_model
+    from ..training import train as run_train
+
+    card, ckpt = resolve_model(model)
+    if ckpt is None:
+        raise SdmError(f"{model} names no trained checkpoint; train it first (sdm-neuro train)")
+    if card.model.kind != "snn":
+        raise SdmError(f"{model} is an ANN (model.kind = {card.model.kind!r}); TSM applies to spiking neurons")
+    trained_steps = int(ckpt.get("step") or card.training.steps)
+    steps = max(1, trained_steps // 10) if steps is None else steps
+
+    data = card.to_dict()
+    data["model"]["tsm"] = True
+    tr = data["training"]
+    if lr is not None:
+        tr["lr"] = lr
+    # A short run: keep the LR warm-up to at most a tenth of it, so it reaches the set LR.
+    tr["warmup_steps"] = min(int(tr["warmup_steps"]), max(1, steps // 10))
+    tr["checkpoint_every"] = min(int(tr["checkpoint_every"]), steps)
+    ft_card = card_from_dict(data)
+
+    # Check that the checkpoint is this architecture: only the new gains p[t] may be missing.
+    state = ckpt.get("ema") or ckpt["model"]
+    probe = build_model(ft_card)
+    try:
+        res = probe.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise SdmError(f"checkpoint does not match its model card: {str(exc).splitlines()[0]}") from None
+    missing = [k for k in res.missing_keys if not k.endswith(".gain")]
+    if missing or res.unexpected_keys:
+        raise SdmError(f"checkpoint does not match its model card (missing {missing[:3]}, "
+                       f"unexpected {res.unexpected_keys[:3]})")
+    del probe
+
+    out = run_train(ft_card, out_dir, steps=steps, seed=seed, device=device, max_minutes=max_minutes,
+                    init_from=ckpt)
+    click.echo(json.dumps({"mode": "tsm", "steps": out.steps, "from_steps": trained_steps,
+                           "lr": ft_card.training.lr, "seconds": round(out.seconds, 1),
+                           "loss": round(out.final_loss, 5), "checkpoint": str(Path(out_dir) / "model.pt")}))

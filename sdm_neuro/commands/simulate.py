@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import SdmError
+from ._common import set_threads
+
+
+@click.command("simulate")
+@click.argument("export_file", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["fixed", "float"]), default="fixed", show_default=True,
+              help="Lava process models: fixed = Loihi bit-accurate fixed_pt, float = floating_pt.")
+@click.option("--timestep", type=int, default=None,
+              help="One denoising step at this diffusion timestep (held-out digits noised to it).")
+@click.option("--solver", default="ddim", show_default=True, help="Closed-loop sampling: host solver.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Closed-loop sampling: solver steps.")
+@click.option("--n", "n", type=int, default=4, show_default=True, help="Images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/simulate", show_default=True,
+              help="Folder for images, spike counts (spikes.json) and the summary (summary.json).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare every Lava evaluation with the PyTorch executor (fixed mode: spike for spike).")
+@click.option("--profile", default="loihi2", show_default=True, help="Hardware profile for the resource estimate.")
+@click.option("--threads", type=int, default=None)
+def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, profile, threads):
+    """Run an export file as a network of Lava processes (Loihi 2 simulation on the CPU).
+
+    Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
+    """
+    set_threads(threads)
+    import torch
+    from tqdm import tqdm
+
+    from ..energy.counters import SynOpCounter
+    from ..energy.profiles import load_profile
+    from ..executors.lava_executor import LavaExecutor
+    from ..executors.torch_executor import TorchExecutor
+    from ..export.h5format import read_graph
+    from ..export.resources import estimate_resources
+    from ..simulation import CheckedLavaModel, digits_inputs, schedule_from_betas, spikes_report, write_json
+
+    if n < 1:
+        raise SdmError(f"--n must be >= 1, got {n}")
+    graph, info = read_graph(export_file)
+    schedule = schedule_from_betas(info["betas"])
+    if timestep is not None and not 0 <= timestep < schedule.num_steps:
+        raise SdmError(f"--timestep must be in 0..{schedule.num_steps - 1}, got {timestep}")
+    hw = load_profile(profile)
+    out = Path(out_dir)
+    counter = SynOpCounter(graph)
+    reference = TorchExecutor(graph, mode) if check else None
+    evaluations = n if timestep is not None else n * steps
+    t_start = time.time()
+    with LavaExecutor(graph, mode) as lava:  # imports Lava before tqdm touches multiprocessing
+        bar = tqdm(total=evaluations, desc=f"lava {mode}", unit="eval", dynamic_ncols=True)
+        model = CheckedLavaModel(graph, lava, reference, counter, progress=bar)
+        if timestep is not None:
+            x = digits_inputs(graph, schedule, n, timestep, seed)
+            model(x, torch.full((n,), timestep))
+            result = {"mode": "single-step", "timestep": timestep}
+        else:
+            from ..evaluation.generate import make_solver, save_grid, save_npz
+
+            sampler = make_solver(solver, schedule, steps)
+            g = torch.Generator().manual_seed(seed)
+            samples = sampler.sample(model, (n, *graph.image_shape), generator=g)
+            save_grid(samples, out / "samples.png")
+            save_npz(samples, out / "samples.npz", solver=solver, steps=steps, seed=seed, source="lava-" + mode)
+            result = {"mode": "sampling", "solver": solver, "steps": steps,
+                      "images": str(out / "samples.png"), "samples": str(out / "samples.npz")}
+        build_s = lava.build_seconds
+    bar.close()
+    wall = time.time() - t_start
+    secs = model.lava_seconds
+    steady = secs[1:] if len(secs) > 1 else secs
+    resources = estimate_resources(graph, hw, counter.synapses())
+    summary = {
+        **result, "export": str(export_file), "content_hash": info["content_hash"], "lava_mode": mode, "images": n,
+        "T": graph.T, "latency_steps": graph.latency, "window_steps": graph.window,
+        "lava_seconds_first_evaluation": round(secs[0], 3),
+        "lava_seconds_per_evaluation": round(sum(steady) / len(steady), 3),
+        "lava_seconds_per_lava_step": round(sum(steady) / len(steady) / graph.window, 4),
+        "torch_seconds_per_evaluation": round(model.torch_seconds / max(1, len(secs)), 4) if check else None,
+        "build_seconds": round(build_s, 2), "wall_seconds": round(wall, 1),
+        "agreement": model.agreement.to_dict() if check else None,
+        "resources": {k: v for k, v in resources.items() if k != "per_population"},
+    }
+    spikes = spikes_report(graph, counter, source=f"lava-{mode}", extra={"export": str(export_file),
+                                                                        "content_hash": info["content_hash"]})
+    write_json(out / "spikes.json", spikes)
+    write_json(out / "summary.json", summary)
+    summary["spikes"] = str(out / "spikes.json")
+    click.echo(json.dumps(summary))
+    if check and mode == "fixed" and model.agreement.mismatches:
+        raise SdmError(f"Lava and the PyTorch executor disagree on {model.agreement.mismatches} spikes "
+                       f"(see {out / 'summary.json'})")
