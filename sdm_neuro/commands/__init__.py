@@ -14,4 +14,5 @@ COMMANDS = [
     "info",
     "export",
     "simulate",
+    "energy-report",
 ]
