@@ -11,6 +11,7 @@ COMMANDS = [
     "tsm-plot",
     "sample",
     "evaluate",
+    "ablate",
     "info",
     "export",
     "simulate",

@@ -25,9 +25,12 @@ from ._common import set_threads
               help="Folder for images, spike counts (spikes.json) and the summary (summary.json).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare every Lava evaluation with the PyTorch executor (fixed mode: spike for spike).")
+@click.option("--threshold-scale", type=float, default=1.0, show_default=True,
+              help="Threshold guidance at run time: every threshold x S on top of what the export "
+                   "holds (< 1 inhibitory, > 1 excitatory); the fixed-point threshold mantissa rounds it.")
 @click.option("--profile", default="loihi2", show_default=True, help="Hardware profile for the resource estimate.")
 @click.option("--threads", type=int, default=None)
-def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, profile, threads):
+def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, threshold_scale, profile, threads):
     """Run an export file as a network of Lava processes (Loihi 2 simulation on the CPU).
 
     Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
@@ -47,6 +50,12 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     if n < 1:
         raise SdmError(f"--n must be >= 1, got {n}")
     graph, info = read_graph(export_file)
+    if threshold_scale <= 0:
+        raise SdmError(f"--threshold-scale must be > 0, got {threshold_scale}")
+    if threshold_scale != 1.0:
+        from ..export.quantize import scale_thresholds
+
+        scale_thresholds(graph, threshold_scale)
     schedule = schedule_from_betas(info["betas"])
     if timestep is not None and not 0 <= timestep < schedule.num_steps:
         raise SdmError(f"--timestep must be in 0..{schedule.num_steps - 1}, got {timestep}")
@@ -80,7 +89,7 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     steady = secs[1:] if len(secs) > 1 else secs
     resources = estimate_resources(graph, hw, counter.synapses())
     summary = {
-        **result, "export": str(export_file), "content_hash": info["content_hash"], "lava_mode": mode, "images": n,
+        **result, "export": str(export_file), "threshold_scale": threshold_scale, "content_hash": info["content_hash"], "lava_mode": mode, "images": n,
         "T": graph.T, "latency_steps": graph.latency, "window_steps": graph.window,
         "lava_seconds_first_evaluation": round(secs[0], 3),
         "lava_seconds_per_evaluation": round(sum(steady) / len(steady), 3),

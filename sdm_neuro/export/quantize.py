@@ -120,3 +120,12 @@ def threshold_resolution(graph: Graph) -> float:
     """Smallest threshold-scale step the mantissas can carry (1 / smallest K over populations)."""
     ks = [2.0**p.scale_exp * p.threshold for p in graph.spiking]
     return 1.0 / min(ks) if ks else 0.0
+
+
+def scale_thresholds(graph: Graph, scale: float) -> None:
+    """Threshold guidance on a quantised graph: threshold x scale, mantissa re-rounded."""
+    for p in graph.spiking:
+        p.threshold = p.threshold * scale
+        p.vth_mant = int(round(p.threshold * 2.0**p.scale_exp))
+        if p.vth_mant > VTH_MAX:
+            raise ValueError(f"population {p.name}: threshold scale {scale} overflows the 17-bit threshold")
