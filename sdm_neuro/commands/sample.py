@@ -43,9 +43,13 @@ def output_paths(out: str) -> tuple[Path | None, Path]:
               help="Threshold guidance: scales every spiking threshold (<1 inhibitory, >1 excitatory; 1.0 off).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--executor", type=click.Choice(["fixed", "float"]), default="fixed", show_default=True,
+              help="For an export file (.lava.h5): the PyTorch executor's arithmetic (Loihi fixed point or float).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, threshold_scale, device, threads, quiet):
-    """Sample N images from MODEL (a checkpoint .pt or a model card .toml) with a solver."""
+def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, threshold_scale, device, threads, executor,
+            quiet):
+    """Sample N images from MODEL (a checkpoint .pt, a model card .toml, or an export .lava.h5,
+    run by the batched PyTorch executor of the deployed network) with a solver."""
     from ..errors import SdmError
 
     if steps < 1:
@@ -60,7 +64,13 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
     from ..evaluation.generate import generate, save_grid, save_npz
 
     t0 = time.time()
-    net, card, _ = load_model(model)
+    if str(model).endswith(".h5"):
+        from ..executors.exported_model import ExportedModel
+
+        net = ExportedModel(model, executor)
+        card = net.card()
+    else:
+        net, card, _ = load_model(model)
     x = generate(net, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,
                  spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet)
     seconds = time.time() - t0
