@@ -158,3 +158,15 @@ def test_cli_bad_inputs_one_line_errors(tmp_path):
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and msg in lines[0], r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_slayer_cuba_neuron_option_matches_if_dynamics():
+    """``neuron = "slayer-cuba"`` (SLAYER's CUBA neuron, du = 1, dv = 0, fixed surrogate) spikes like
+    our IF neuron up to SLAYER's internal 1/64 state quantisation, and trains (has gradients)."""
+    n = IFNeuron(T=4, impl="slayer-cuba")
+    cur = torch.rand(3, 4, 8, 8, 4, generator=torch.Generator().manual_seed(0)) * 1.5
+    a, b = n(cur), run_if(cur, 1.0)
+    assert (a != b).float().mean() < 0.01
+    x = cur.clone().requires_grad_(True)
+    n(x).sum().backward()
+    assert x.grad.abs().sum() > 0

@@ -77,6 +77,14 @@ class AblationConfig:
 
 # -- helpers ---------------------------------------------------------------------------------
 
+def _display_path(path: Path) -> str:
+    """A path relative to the working folder when inside it (no machine-specific absolute paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -464,7 +472,7 @@ def run_ablation(cfg: AblationConfig, command_line: str | None = None, progress:
         "models": {tag: {"ref": models.refs[tag], "checkpoint": str(models.files[tag]),
                          "sha256": models.shas[tag], "name": models.cards[tag].model.name,
                          "T": models.cards[tag].T, "tsm": models.cards[tag].model.tsm} for tag in models.refs},
-        "classifier": {"path": str(classifier_path), "sha256": classifier_sha,
+        "classifier": {"path": _display_path(classifier_path), "sha256": classifier_sha,
                        "held_out_accuracy": getattr(classifier, "meta", {}).get("held_out_accuracy")},
         "reference": {"split": "digits held-out", "n": len(reference)},
         "real_data_fid": {"mean": floor_mean, "std": floor_std, "n": min(cfg.n, len(x_train)),

@@ -73,10 +73,7 @@ class AnalyticDPMSampler(Sampler):
     def step(self, eps, i, x, generator=None):
         t, s = self.timesteps[i], self.prev_timestep(i)
         a_t, a_s = self.alpha_bar(t), self.alpha_bar(s)
-        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-        if self.clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        x0, eps = self.predict_x0(x, eps, t, self.clip_x0)
         mean = math.sqrt(a_s) * x0 + math.sqrt(max(1 - a_s - self._lambda2[i], 0.0)) * eps
         if s < 0:
             return mean

@@ -6,6 +6,7 @@ predictions into the next sample with ``step``; ``sample`` runs the whole loop.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -57,6 +58,16 @@ class Sampler:
 
     def prev_timestep(self, i: int) -> int:
         return self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1
+
+    def predict_x0(self, x: torch.Tensor, eps: torch.Tensor, t: int, clip: bool = False):
+        """(x0, eps) implied by the noise prediction at timestep t; with ``clip`` x0 is clamped
+        to [-1, 1] and eps recomputed to be consistent with it."""
+        a_t = self.alpha_bar(t)
+        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        return x0, eps
 
     def reset(self) -> None:
         """Clear multistep history before a new trajectory."""
