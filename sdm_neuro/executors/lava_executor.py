@@ -3,10 +3,12 @@
 Mapping (``LavaNetworkBuilder``):
   * each ``Population`` -> ``lava.proc.lif.process.LIFReset`` (du = 4095 i.e. instant current,
     dv = 0 i.e. no leak, hard reset), reset every ``W`` steps at the step its window starts;
-  * each ``Projection`` -> ``Sparse`` (no extra delay) or ``DelaySparse`` (delay balancing);
+  * each ``Projection`` -> ``Sparse`` (no extra delay) or ``DelaySparse`` (delay balancing),
+    run by the bit-identical but faster process models of ``lava_processes.fast_sparse``;
     several projections into one population are summed by Lava's InPort;
-  * each spiking population's ``s_out`` also feeds a ``lava.proc.io.sink.RingBuffer`` of W
-    steps, which records every spike (for verification and the energy report);
+  * each spiking population's ``s_out`` also feeds a ``PackedSpikeSink`` (a W-step spike
+    recorder, like ``lava.proc.io.sink.RingBuffer`` but bit-packed: reading Vars back is slow
+    per element), which records every spike (for verification and the energy report);
   * the readout population never fires; its voltage after the window is the summed current.
 
 Timing: one network evaluation is a window of W = latency + T Lava steps. A population at
@@ -23,9 +25,11 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..export.graph import Graph
@@ -71,10 +75,14 @@ class LavaNetworkBuilder:
         self.graph, self.mode = graph, mode
 
     def build(self):
-        from lava.proc.io.sink import RingBuffer
+        # Lava's Sparse process models clip CSR weights in place, in the forked process of each
+        # projection, which makes scipy warn (SparseEfficiencyWarning, harmless): silence it here,
+        # before Lava forks.
+        warnings.filterwarnings("ignore", category=sp.SparseEfficiencyWarning)
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import DelaySparse, Sparse
 
+        from .lava_processes.packed_sink import PackedSpikeSink
         from .lava_processes.tsm_lif import TSMLIFReset
 
         g, fixed = self.graph, self.mode == "fixed"
@@ -95,7 +103,7 @@ class LavaNetworkBuilder:
                                  bias_mant=zeros.copy(), bias_exp=zeros.copy(), reset_interval=W,
                                  reset_offset=(1 + pop.depth) % W, name=name, **extra)
             if pop.kind == "if":
-                sinks[name] = RingBuffer(shape=(n,), buffer=W)
+                sinks[name] = PackedSpikeSink(shape=(n,), window=W)
                 neurons[name].s_out.connect(sinks[name].a_in)
         for proj in g.projections:
             src = g.populations[proj.src]
@@ -142,7 +150,10 @@ class LavaExecutor:
                 self.neurons[name].bias_exp.init = exp
             from lava.magma.core.run_configs import Loihi2SimCfg
 
-            self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt")
+            from .lava_processes.fast_sparse import FAST_MODELS
+
+            self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt",
+                                     exception_proc_model_map=dict(FAST_MODELS[self.mode]))
             self._anchor = next(iter(self.neurons.values()))
         self._built = True
         self.build_seconds = time.time() - t0
@@ -169,18 +180,23 @@ class LavaExecutor:
         biases = self._biases(x, t)
         if not self._built:
             self._build(biases)
-        else:
+        else:  # Var.set costs microseconds per element: only send what changed
             for name, (mant, exp) in biases.items():
-                self.neurons[name].bias_mant.set(mant)
-                if self.mode == "fixed":
+                last_mant, last_exp = self._last_bias[name]
+                if not np.array_equal(mant, last_mant):
+                    self.neurons[name].bias_mant.set(mant)
+                if self.mode == "fixed" and not np.array_equal(exp, last_exp):
                     self.neurons[name].bias_exp.set(exp)
+        self._last_bias = biases
         t0 = time.time()
         with _quiet_stdout():
             self._anchor.run(condition=RunSteps(num_steps=W, blocking=True), run_cfg=self._cfg)
         self.steps_run += W
+        from .lava_processes.packed_sink import unpack
+
         rec = LavaWindowRecord()
         for name, sink in self.sinks.items():
-            data = np.asarray(sink.data.get()) != 0  # (n, W), column j = window step j
+            data = unpack(sink.data.get(), g.populations[name].size, W)  # (n, W), column j = window step j
             d = g.populations[name].depth
             rec.trains[name] = data[:, d:d + g.T]
             rec.outside[name] = data.sum(axis=1) - rec.trains[name].sum(axis=1)
