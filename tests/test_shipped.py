@@ -30,7 +30,7 @@ def test_shipped_snn_samples_are_digits():
     model, card, _ = load_model(SNN)
     x = generate(model, card, solver="ddim", steps=50, n=256, seed=0, batch_size=256)
     stats = classifier_stats(x, load_classifier())
-    assert stats["coverage"] == 10, stats
+    assert stats["class_coverage"] == 10, stats
     assert stats["confidence_mean"] > MIN_CONFIDENCE, stats
 
 
