@@ -50,14 +50,6 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
             quiet):
     """Sample N images from MODEL (a checkpoint .pt, a model card .toml, or an export .lava.h5,
     run by the batched PyTorch executor of the deployed network) with a solver."""
-    from ..errors import SdmError
-
-    if steps < 1:
-        raise SdmError(f"--steps must be >= 1, got {steps}")
-    if n < 1:
-        raise SdmError(f"--n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise SdmError(f"--batch-size must be >= 1, got {batch_size}")
     png, npz = output_paths(out)
     set_threads(threads)
     from ..checkpoint import load_model

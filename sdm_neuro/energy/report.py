@@ -167,15 +167,19 @@ def resolve_ann(subject: Subject, ann_ref: str | None):
 
 # -- spike counts --------------------------------------------------------------------------------
 
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise SdmError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SdmError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
 def read_spikes(path: str | Path) -> dict:
     """Read and check a spike-count file (format sdm-neuro-spikes/1, written by ``simulate``)."""
     path = Path(path)
-    if not path.is_file():
-        raise SdmError(f"spikes file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SdmError(f"spikes file {path} is not valid JSON: {exc}") from None
+    data = _read_json(path, "spikes file")
     if not isinstance(data, dict) or data.get("format") != SPIKES_FORMAT:
         raise SdmError(f"{path} is not a spike-count file (expected format {SPIKES_FORMAT!r}, "
                        f"got {data.get('format') if isinstance(data, dict) else type(data).__name__!r})")
@@ -494,12 +498,7 @@ def read_quality(paths: list[str | Path], default_steps: int) -> list[dict]:
     points = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise SdmError(f"quality file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SdmError(f"quality file {path} is not valid JSON: {exc}") from None
+        data = _read_json(path, "quality file")
         fid = (data.get("vs_held_out") or {}).get("fid", data.get("fid")) if isinstance(data, dict) else None
         if not isinstance(fid, (int, float)):
             raise SdmError(f"quality file {path} has no FID (expected vs_held_out.fid as written by `evaluate`)")
