@@ -170,3 +170,19 @@ def test_slayer_cuba_neuron_option_matches_if_dynamics():
     x = cur.clone().requires_grad_(True)
     n(x).sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_local_dataset_paths_give_clear_errors(tmp_path):
+    from sdm_neuro.data import load_dataset
+
+    with pytest.raises(SdmError, match="needs training.data_path"):
+        load_dataset("mnist", str(tmp_path / "missing"))
+    with pytest.raises(SdmError, match="train-images-idx3-ubyte"):
+        load_dataset("mnist", str(tmp_path))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 12)
+    with pytest.raises(SdmError, match="not an idx3 image file"):
+        load_dataset("fashion-mnist", str(tmp_path))
+    with pytest.raises(SdmError, match="data_batch_1"):
+        load_dataset("cifar10", str(tmp_path))
+    with pytest.raises(SdmError, match="no .png/.jpg images"):
+        load_dataset("folder", str(tmp_path))
