@@ -154,3 +154,24 @@ def test_entry_point_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     _assert_one_line_error(proc.stderr)
     assert "corrupt.pt" in proc.stderr
+
+
+def test_sample_cli_analytic_dpm_estimates_and_caches_moments(tmp_path, capsys):
+    from sdm_neuro.card import card_from_dict
+    from sdm_neuro.checkpoint import save_checkpoint
+    from sdm_neuro.models import build_model
+    from sdm_neuro.samplers.analytic_dpm import load_moments
+
+    card = card_from_dict({"model": {"base_channels": 4, "channel_mult": [1, 2], "temb_dim": 16, "T": 2},
+                           "training": {"steps": 1}})
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, {"card": card.to_dict(), "model": build_model(card).state_dict(), "step": 0})
+    main(["sample", str(ckpt), "--solver", "analytic-dpm", "--steps", "3", "--n", "2", "--quiet",
+          "--out", str(tmp_path / "a.npz"), "--threads", "1"])
+    cache = tmp_path / "m.moments.json"
+    assert cache.is_file() and len(load_moments(cache)) >= 2
+    assert np.load(tmp_path / "a.npz")["samples"].shape == (2, 1, 8, 8)
+    stamp = cache.read_bytes()
+    main(["sample", str(ckpt), "--solver", "analytic-dpm", "--steps", "3", "--n", "2", "--quiet",
+          "--out", str(tmp_path / "b.npz"), "--threads", "1"])
+    assert cache.read_bytes() == stamp  # reused, not re-estimated

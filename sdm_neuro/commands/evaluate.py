@@ -87,8 +87,13 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
         if (card.model.in_channels, card.model.image_size) != (1, 8):
             raise SdmError(f"evaluate measures 1x8x8 digits; {model} makes {card.model.in_channels}x"
                            f"{card.model.image_size}x{card.model.image_size} images")
+        moments = None
+        if solver == "analytic-dpm":
+            from ..evaluation.generate import analytic_moments
+
+            moments = analytic_moments(model, net, card, steps, spacing, device, progress=not quiet)
         x = generate(net, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,
-                     spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet)
+                     spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet, moments=moments)
         result.update({"solver": solver, "steps": steps, "seed": seed, "threshold_scale": threshold_scale})
     result["n"] = int(x.shape[0])
     held_out, train = digits("held-out")[0], digits("train")[0]

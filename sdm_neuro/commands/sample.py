@@ -50,6 +50,8 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
             quiet):
     """Sample N images from MODEL (a checkpoint .pt, a model card .toml, or an export .lava.h5,
     run by the batched PyTorch executor of the deployed network) with a solver."""
+    from ..errors import SdmError
+
     png, npz = output_paths(out)
     set_threads(threads)
     from ..checkpoint import load_model
@@ -63,8 +65,15 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
         card = net.card()
     else:
         net, card, _ = load_model(model)
+    moments = None
+    if solver == "analytic-dpm":
+        if str(model).endswith(".h5"):
+            raise SdmError("analytic-dpm needs moments estimated on the trained model; sample the checkpoint")
+        from ..evaluation.generate import analytic_moments
+
+        moments = analytic_moments(model, net, card, steps, spacing, device, progress=not quiet)
     x = generate(net, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,
-                 spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet)
+                 spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet, moments=moments)
     seconds = time.time() - t0
     save_npz(x, npz, solver=solver, steps=steps, seed=seed, threshold_scale=threshold_scale, spacing=spacing,
              eta=eta, batch_size=batch_size, model=str(model))

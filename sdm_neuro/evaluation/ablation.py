@@ -51,6 +51,9 @@ RUN_METRICS = ("fid", "kid_mean", "kid_std", "confidence_mean", "confident_fract
 MOMENTS_SEED = 0
 
 
+MOMENT_SAMPLES = 500  # training digits per Monte Carlo estimate of the Analytic-DPM moments
+
+
 @dataclass
 class AblationConfig:
     model: str
@@ -68,7 +71,7 @@ class AblationConfig:
     spacing: str = "uniform"
     batch_size: int = 256
     device: str | None = None
-    moment_samples: int = 500
+    moment_samples: int = MOMENT_SAMPLES
     classifier: str | None = None
     kid_subset_size: int = 100
     threads: int | None = None
@@ -130,41 +133,12 @@ def machine_note(device: torch.device) -> dict:
 def generate_samples(model, card, solver: str, steps: int, n: int, seed: int, batch_size: int = 256,
                      device: str | None = None, spacing: str = "uniform", threshold_scale: float = 1.0,
                      moments: dict[int, float] | None = None) -> torch.Tensor:
-    """``generate`` (same seeding and batching), plus Analytic-DPM moments, which ``generate`` may not take."""
+    """``generate`` with the Analytic-DPM moments when the solver needs them."""
     from .generate import generate
 
-    if moments is None or solver != "analytic-dpm":
-        return generate(model, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size,
-                        device=device, spacing=spacing, threshold_scale=threshold_scale)
-    if "moments" in inspect.signature(generate).parameters:
-        return generate(model, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size,
-                        device=device, spacing=spacing, threshold_scale=threshold_scale, moments=moments)
-    # The loop of ``generate`` with a sampler that gets the moments.
-    from ..diffusion import NoiseSchedule
-    from ..samplers import make_sampler
-    from .generate import _device
-
-    dev = _device(device)
-    sampler = make_sampler(solver, NoiseSchedule.from_card(card), steps, spacing, moments=moments)
-    m = card.model
-    shape = (m.in_channels, m.image_size, m.image_size)
-    gen = torch.Generator().manual_seed(seed)
-    model = model.to(dev).eval()
-    has_neurons = hasattr(model, "spiking_neurons") and len(model.spiking_neurons()) > 0
-    if threshold_scale != 1.0 and not has_neurons:
-        raise SdmError("threshold guidance needs a spiking model (model.kind = 'snn')")
-    if has_neurons:
-        model.set_threshold_scale(threshold_scale)
-    out = []
-    try:
-        with torch.no_grad():
-            for b in range((n + batch_size - 1) // batch_size):
-                size = min(batch_size, n - b * batch_size)
-                out.append(sampler.sample(model, (size, *shape), generator=gen, device=dev).float().cpu())
-    finally:
-        if has_neurons:
-            model.set_threshold_scale(1.0)
-    return torch.cat(out)
+    return generate(model, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,
+                    spacing=spacing, threshold_scale=threshold_scale,
+                    moments=moments if solver == "analytic-dpm" else None)
 
 
 def run_cell(model, card, solver: str, steps: int, threshold_scale: float, seed: int, n: int, reference: torch.Tensor,

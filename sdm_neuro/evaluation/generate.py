@@ -26,8 +26,10 @@ def _device(device: str | None) -> torch.device:
     return dev
 
 
-def make_solver(name: str, schedule, steps: int, spacing: str = "uniform", eta: float | None = None):
-    """``make_sampler`` plus ``eta``, which only solvers that take it (DDIM) accept."""
+def make_solver(name: str, schedule, steps: int, spacing: str = "uniform", eta: float | None = None,
+                moments: dict[int, float] | None = None):
+    """``make_sampler`` plus ``eta``, which only solvers that take it (DDIM) accept, and the
+    Analytic-DPM moments."""
     from ..samplers import SOLVERS, make_sampler
 
     if name not in SOLVERS:
@@ -40,12 +42,31 @@ def make_solver(name: str, schedule, steps: int, spacing: str = "uniform", eta: 
         if not 0.0 <= eta <= 1.0:
             raise SdmError(f"--eta must be in [0, 1], got {eta}")
         kwargs["eta"] = float(eta)
+    if name == "analytic-dpm" and moments is not None:
+        kwargs["moments"] = moments
     return make_sampler(name, schedule, steps, spacing, **kwargs)
+
+
+def analytic_moments(model_ref, model, card, steps: int, spacing: str = "uniform", device: str | None = None,
+                     progress: bool = False) -> dict[int, float]:
+    """Analytic-DPM moments Gamma_t for the solver grid: read from ``<checkpoint>.moments.json``
+    beside the checkpoint when it holds them for this checkpoint, else estimated by Monte Carlo
+    on 500 training digits and added to that file."""
+    from ..diffusion import NoiseSchedule
+    from ..samplers import make_timesteps
+    from .ablation import MOMENT_SAMPLES, _sha256, checkpoint_file, ensure_moments
+
+    ckpt = checkpoint_file(model_ref)
+    grid = make_timesteps(NoiseSchedule.from_card(card).num_steps, steps, spacing)
+    moments, _ = ensure_moments(model, card, ckpt, _sha256(ckpt), set(grid), ckpt.parent, MOMENT_SAMPLES,
+                                device=device, progress=progress)
+    return moments
 
 
 def generate(model, card, solver: str = "ddim", steps: int = 50, n: int = 64, seed: int = 0, batch_size: int = 256,
              device: str | None = None, spacing: str = "uniform", eta: float | None = None,
-             threshold_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+             threshold_scale: float = 1.0, progress: bool = False,
+             moments: dict[int, float] | None = None) -> torch.Tensor:
     """Sample ``n`` images (N, C, H, W) float32 in [-1, 1], on the CPU.
 
     Reproducible for a given (seed, batch_size): one CPU ``torch.Generator`` seeded with ``seed``
@@ -69,7 +90,7 @@ def generate(model, card, solver: str = "ddim", steps: int = 50, n: int = 64, se
     if threshold_scale != 1.0 and not has_neurons:
         raise SdmError("--threshold-scale needs a spiking model (model.kind = 'snn'); this model has no IF neurons")
     dev = _device(device)
-    sampler = make_solver(solver, NoiseSchedule.from_card(card), steps, spacing, eta)
+    sampler = make_solver(solver, NoiseSchedule.from_card(card), steps, spacing, eta, moments)
     m = card.model
     shape = (m.in_channels, m.image_size, m.image_size)
     gen = torch.Generator().manual_seed(seed)
