@@ -26,15 +26,22 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def safe_torch_load(path: str | Path, what: str = "checkpoint"):
+    """``torch.load(weights_only=True)`` on the CPU; any failure is a one-line ``SdmError``."""
     path = Path(path)
     if not path.is_file():
-        raise SdmError(f"checkpoint not found: {path}")
+        raise SdmError(f"{what} not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SdmError(f"cannot read checkpoint {path}: {first}") from None
+        if "weights_only" in first or "Weights only" in first:  # torch's advice would be to load unsafely
+            first = "not a tensor-only torch file (refused by the safe loader), or corrupted"
+        raise SdmError(f"cannot read {what} {path}: {first}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "card" not in ckpt:
         raise SdmError(f"{path} is not an sdm-neuro checkpoint (expected format {FORMAT})")
     return ckpt

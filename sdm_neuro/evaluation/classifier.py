@@ -16,9 +16,7 @@ Retrain (about 15 s on one CPU thread; deterministic for a given seed)::
 """
 from __future__ import annotations
 
-import pickle
 import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -136,11 +134,9 @@ def load_classifier(path: str | Path | None = None) -> DigitsClassifier:
     path = Path(path) if path is not None else DEFAULT_PATH
     if not path.is_file():
         raise SdmError(f"digits classifier not found: {path} (train one: python -m sdm_neuro.evaluation.classifier)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SdmError(f"cannot read digits classifier {path}: {first}") from None
+    from ..checkpoint import safe_torch_load
+
+    ckpt = safe_torch_load(path, "digits classifier")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SdmError(f"{path} is not a digits classifier (expected format {FORMAT})")
     meta = ckpt.get("meta", {})
