@@ -53,44 +53,63 @@ class Agreement:
 
 
 class CheckedLavaModel:
-    """``eps_model(x, t)`` that runs Lava image by image and the PyTorch executor on the batch,
-    comparing both and counting spikes (Lava's) for the energy report."""
+    """``eps_model(x, t)`` that streams the batch through the Lava pipeline and runs the PyTorch
+    executor on the same batch, comparing both and counting spikes (Lava's) for the energy report."""
 
     def __init__(self, graph: Graph, lava: LavaExecutor, reference: TorchExecutor | None, counter: SynOpCounter,
                  progress=None):
         self.graph, self.lava, self.reference, self.counter = graph, lava, reference, counter
         self.agreement = Agreement()
         self.progress = progress
-        self.lava_seconds: list[float] = []
+        self.lava_seconds: list[float] = []  # per batch run
+        self.lava_images: list[int] = []  # image-evaluations per batch run
+        self.lava_steps = 0
+        self.outside_in = {p: 0 for p in graph.populations}
+        self.outside_out = {p: 0 for p in graph.populations}
         self.torch_seconds = 0.0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ref = None
         if self.reference is not None:
-            t0 = time.time()
+            t0 = time.perf_counter()
             ref_eps, ref = self.reference.run(x, t, keep_trains=True)
-            self.torch_seconds += time.time() - t0
-        outs = []
-        for i in range(x.shape[0]):
-            t0 = time.time()
-            eps, rec = self.lava.run(x[i].cpu(), int(t[i]))
-            self.lava_seconds.append(time.time() - t0)
-            outs.append(eps)
-            self.counter.add({k: v.sum(axis=1) for k, v in rec.trains.items()}, 1, rec.outside)
-            if ref is not None:
-                self.agreement.add(rec.trains, ref.trains, i, eps, ref_eps[i])
-            if self.progress is not None:
-                self.progress.update(1)
-        return torch.stack(outs).to(x.device)
+            self.torch_seconds += time.perf_counter() - t0
+        eps, rec = self.lava.run_batch(x.cpu(), t.cpu())
+        n = x.shape[0]
+        self.lava_seconds.append(rec.seconds)
+        self.lava_images.append(n)
+        self.lava_steps += rec.steps
+        for k in rec.outside_in:
+            self.outside_in[k] += rec.outside_in[k]
+            self.outside_out[k] += rec.outside_out[k]
+        self.counter.add({k: v.sum(axis=(0, 2)) for k, v in rec.trains.items()}, n)
+        if ref is not None:
+            for i in range(n):
+                self.agreement.add({k: v[i] for k, v in rec.trains.items()}, ref.trains, i, eps[i], ref_eps[i])
+        if self.progress is not None:
+            self.progress.update(n)
+        return eps.to(x.device)
+
+    @property
+    def outside_window(self) -> dict:
+        """Events outside a model window: spikes emitted outside one (0 by construction) and
+        input spikes that arrived in an idle slot (0 when the delays are balanced)."""
+        return {"spikes_emitted": sum(self.outside_out.values()), "spikes_arrived": sum(self.outside_in.values())}
 
 
-def spikes_report(graph: Graph, counter: SynOpCounter, source: str, extra: dict | None = None) -> dict:
-    """The spike-count file consumed by ``energy-report --spikes`` (schema in docs/export_format.md)."""
+def spikes_report(graph: Graph, counter: SynOpCounter, source: str, extra: dict | None = None,
+                  lava_steps: int | None = None, arrived_outside: dict | None = None) -> dict:
+    """The spike-count file consumed by ``energy-report --spikes`` (schema in docs/energy_report.md).
+
+    ``spikes_outside_window``: spikes emitted outside a model window (counted per neuron);
+    ``spikes_arrived_outside_window``: input spikes a core received in an idle slot (Lava only)."""
     c = counter.counts()
     T, ev = graph.T, max(1, c.evaluations)
+    arrived = arrived_outside or {}
     pops = {}
     for p in graph.spiking:
         pops[p.name] = {"neurons": p.size, "spikes": c.spikes[p.name], "spikes_outside_window": c.spikes_outside[p.name],
+                        "spikes_arrived_outside_window": arrived.get(p.name, 0),
                         "firing_rate": c.spikes[p.name] / (p.size * T * ev)}
     syn = counter.synapses()
     macs = counter.dense_macs()
@@ -100,10 +119,13 @@ def spikes_report(graph: Graph, counter: SynOpCounter, source: str, extra: dict 
     return {"format": SPIKES_FORMAT, "source": source, "T": T, "window_steps": graph.window, "latency_steps": graph.latency,
             "evaluations": c.evaluations, "populations": pops, "projections": projs,
             "totals": {"spikes": sum(c.spikes.values()), "spikes_outside_window": sum(c.spikes_outside.values()),
+                       "spikes_arrived_outside_window": sum(arrived.values()),
                        "sops": sum(c.sops.values()), "sops_outside_window": sum(c.sops_outside.values()),
                        "sops_paper_estimate": sum(c.sops_paper.values()),
                        "neuron_updates_in_window": sum(p.size for p in graph.spiking) * T * c.evaluations,
-                       "neuron_updates_lava": sum(p.size for p in graph.populations.values()) * graph.window * c.evaluations},
+                       # Cores update their neurons only in active slots: T steps per evaluation.
+                       "neuron_updates_lava": sum(p.size for p in graph.populations.values()) * T * c.evaluations,
+                       "lava_steps": lava_steps},
             **(extra or {})}
 
 

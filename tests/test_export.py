@@ -109,11 +109,64 @@ def test_bad_export_files(tmp_path):
         read_graph(good)
     with h5py.File(good, "r+") as f:
         f.attrs["format_version"] = 1
+    with pytest.raises(SdmError, match="format_version 1 export .*re-export it with 'sdm-neuro export"):
+        read_graph(good)
+    with h5py.File(good, "r+") as f:
+        f.attrs["format_version"] = 2
         del f["host"]
-    with pytest.raises(SdmError, match="lacks '/host"):
+    with pytest.raises(SdmError, match="content hash mismatch"):
         read_graph(good)
     with pytest.raises(SdmError, match="not found"):
         read_graph(tmp_path / "missing.lava.h5")
+
+
+def _edit(path, fn, rehash=True):
+    """Change an export in place; with ``rehash`` its content hash is made to match again (a
+    crafted file), so that the field validation, not the hash, must catch it."""
+    from sdm_neuro.export.h5format import content_hash
+
+    with h5py.File(path, "r+") as f:
+        fn(f)
+        if rehash:
+            f.attrs["content_hash"] = content_hash(f)
+
+
+def test_bit_flip_is_detected(tmp_path):
+    """A flipped bit anywhere (here: one weight_exp, one weight mantissa) is refused by the hash."""
+    _, good, _ = _export(tmp_path)
+    for key in ("weight_exp", "weight_mant"):
+        bad = tmp_path / f"flip_{key}.lava.h5"
+        bad.write_bytes(good.read_bytes())
+
+        def flip(f, key=key):
+            ds = f[f"projection/0/{key}"]
+            arr = np.asarray(ds[()])
+            flat = arr.reshape(-1).copy()
+            flat[0] ^= 1 << 2
+            ds[...] = flat.reshape(arr.shape)
+
+        _edit(bad, flip, rehash=False)
+        with pytest.raises(SdmError, match="content hash mismatch"):
+            read_graph(bad)
+    read_graph(good)  # the untouched file still reads
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f["projection/0/weight"].__setitem__((0, 0, 0, 0), np.nan), "NaN or infinite"),
+    (lambda f: f["layer/1/bias"].__setitem__(0, np.inf), "NaN or infinite"),
+    (lambda f: f["projection/0/weight_mant"].__setitem__((0, 0, 0, 0), 1000), "8-bit Loihi mantissas"),
+    (lambda f: f["projection/0/src"].__setitem__((), -1), "src index -1 is out of range"),
+    (lambda f: f["projection/0/dst"].__setitem__((), 999), "dst index 999 is out of range"),
+    (lambda f: f["projection/0/delay"].__setitem__((), 3), "delay 3 != depth"),
+    (lambda f: f["layer/0/shape"].__setitem__(0, 7), "channels|shape"),
+    (lambda f: f["projection/0/stride"].__setitem__((), 2), "maps .* but the destination"),
+    (lambda f: f["layer/0/neuron/vThMant"].__setitem__((), -5), "vThMant -5"),
+])
+def test_crafted_exports_are_validated(tmp_path, edit, message):
+    _, good, _ = _export(tmp_path)
+    _edit(good, edit)
+    with pytest.raises(SdmError, match=message):
+        read_graph(good)
 
 
 def _cli(*args):

@@ -70,3 +70,9 @@ def test_simulate_committed_export_on_lava(tmp_path):
     spikes = json.loads((out / "spikes.json").read_text())
     assert spikes["totals"]["spikes"] > 1000 and spikes["totals"]["sops"] > spikes["totals"]["spikes"]
     assert summary["resources"]["neurons"] > 20_000
+    # deployment v2: nothing happens outside a model window, and the batch is pipelined
+    assert summary["outside_window"] == {"spikes_emitted": 0, "spikes_arrived": 0}
+    assert spikes["totals"]["spikes_outside_window"] == 0 and spikes["totals"]["spikes_arrived_outside_window"] == 0
+    assert summary["lava_steps"] == (2 + -(-summary["latency_steps"] // 4)) * 4
+    lo, hi = summary["resources"]["lower_bound_kernels_shared"], summary["resources"]["upper_bound_per_synapse"]
+    assert lo["synaptic_memory_bytes"] < hi["synaptic_memory_bytes"] and lo["cores"] <= hi["cores"]

@@ -75,55 +75,8 @@ def test_tsm_with_unit_gains_equals_pre_spike_model():
 
 # -- the Lava neuron ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tag", ["fixed_pt", "floating_pt"])
-def test_tsm_lif_reset_window_indexing(tag):
-    """A lone TSMLIFReset driven by its bias only, against a numpy reference of the documented
-    semantics: reset at time_step % W == offset before integrating, k = (time_step - offset) % W,
-    gain[k] for k < T and 1 after; fixed point floors the >> 8."""
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.sink import RingBuffer
-
-    from sdm_neuro.executors.lava_processes.tsm_lif import TSMLIFReset
-
-    W, off, T, steps = 5, 2, 3, 14
-    fixed = tag == "fixed_pt"
-    if fixed:
-        bias_mant, bias_exp = np.array([100, 300, -51, 37]), np.array([0, 1, 0, 2])
-        gain, vth = np.array([128, 384, 201]), 2
-        bias = bias_mant * 2 ** bias_exp
-        thr, one = vth << 6, 256
-    else:
-        bias_mant, bias_exp = np.array([1.0, 3.0, -0.5, 0.7]), np.zeros(4)
-        gain, vth = np.array([0.5, 1.5, 0.8]), 2.0
-        bias, thr, one = bias_mant, vth, 1.0
-    lif = TSMLIFReset(shape=(4,), du=4095 if fixed else 1.0, dv=0, vth=vth, bias_mant=bias_mant,
-                      bias_exp=bias_exp, reset_interval=W, reset_offset=off, gain=gain, T=T)
-    sink = RingBuffer(shape=(4,), buffer=steps)
-    lif.s_out.connect(sink.a_in)
-    try:
-        lif.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag=tag))
-        spikes = np.asarray(sink.data.get()) != 0
-        v_end = np.asarray(lif.v.get())
-    finally:
-        lif.stop()
-    v = np.zeros(4, np.int64 if fixed else np.float64)
-    ref = np.zeros((4, steps), bool)
-    for ts in range(1, steps + 1):
-        if ts % W == off:
-            v[:] = 0
-        k = (ts - off) % W
-        g = gain[k] if k < T else one
-        v = np.clip(v + ((bias * g) >> 8), -(2**23 - 1), 2**23 - 1) if fixed else v + bias * g
-        s = v > thr
-        v[s] = 0
-        ref[:, ts - 1] = s
-    assert ref.any() and not ref.all()
-    np.testing.assert_array_equal(spikes, ref)
-    if fixed:
-        np.testing.assert_array_equal(v_end, v)
-    else:
-        np.testing.assert_allclose(v_end, v, rtol=1e-12, atol=1e-12)
+# The lone-neuron semantics (slot phase, gain[phase], floor shift) are tested in
+# tests/test_lava.py::test_core_neuron_slots_phase_and_tsm_gain.
 
 
 @pytest.fixture(scope="module")

@@ -83,28 +83,40 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
             result = {"mode": "sampling", "solver": solver, "steps": steps,
                       "images": str(out / "samples.png"), "samples": str(out / "samples.npz")}
         build_s = lava.build_seconds
+        lava_processes = lava.processes
     bar.close()
     wall = time.time() - t_start
-    secs = model.lava_seconds
-    steady = secs[1:] if len(secs) > 1 else secs
-    resources = estimate_resources(graph, hw, counter.synapses())
+    secs, imgs = model.lava_seconds, model.lava_images
+    steady = slice(1, None) if len(secs) > 1 else slice(None)  # the first batch run warms up
+    per_image = sum(secs[steady]) / max(1, sum(imgs[steady]))
+    per_step = sum(secs) / max(1, model.lava_steps)
+    resources = estimate_resources(graph, hw)
     summary = {
-        **result, "export": str(export_file), "threshold_scale": threshold_scale, "content_hash": info["content_hash"], "lava_mode": mode, "images": n,
-        "T": graph.T, "latency_steps": graph.latency, "window_steps": graph.window,
-        "lava_seconds_first_evaluation": round(secs[0], 3),
-        "lava_seconds_per_evaluation": round(sum(steady) / len(steady), 3),
-        "lava_seconds_per_lava_step": round(sum(steady) / len(steady) / graph.window, 4),
-        "torch_seconds_per_evaluation": round(model.torch_seconds / max(1, len(secs)), 4) if check else None,
+        **result, "export": str(export_file), "threshold_scale": threshold_scale, "content_hash": info["content_hash"],
+        "lava_mode": mode, "images": n, "T": graph.T, "latency_steps": graph.latency,
+        "single_evaluation_latency_steps": graph.window, "lava_processes": lava_processes,
+        "lava_steps": model.lava_steps, "image_evaluations": sum(imgs),
+        "lava_seconds_total": round(sum(secs), 3),
+        "lava_seconds_per_image_evaluation": round(per_image, 4),
+        "lava_seconds_per_lava_step": round(per_step, 5),
+        "lava_seconds_single_evaluation_latency": round(per_step * graph.window, 4),
+        "outside_window": model.outside_window,
+        "torch_seconds_per_image_evaluation": round(model.torch_seconds / max(1, sum(imgs)), 5) if check else None,
         "build_seconds": round(build_s, 2), "wall_seconds": round(wall, 1),
         "agreement": model.agreement.to_dict() if check else None,
         "resources": {k: v for k, v in resources.items() if k != "per_population"},
     }
     spikes = spikes_report(graph, counter, source=f"lava-{mode}", extra={"export": str(export_file),
-                                                                        "content_hash": info["content_hash"]})
+                                                                        "content_hash": info["content_hash"]},
+                           lava_steps=model.lava_steps, arrived_outside=model.outside_in)
     write_json(out / "spikes.json", spikes)
     write_json(out / "summary.json", summary)
     summary["spikes"] = str(out / "spikes.json")
     click.echo(json.dumps(summary))
+    outside = model.outside_window
+    if outside["spikes_emitted"] or outside["spikes_arrived"]:
+        raise SdmError(f"the Lava run had events outside the model windows ({outside}); the export's delays "
+                       f"do not match its depths")
     if check and mode == "fixed" and model.agreement.mismatches:
         raise SdmError(f"Lava and the PyTorch executor disagree on {model.agreement.mismatches} spikes "
                        f"(see {out / 'summary.json'})")

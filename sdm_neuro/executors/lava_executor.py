@@ -1,23 +1,21 @@
-"""Run an exported graph as a network of standard Lava processes on Lava's CPU backend.
+"""Run an exported graph as a pipelined network of Lava processes on Lava's CPU backend.
 
-Mapping (``LavaNetworkBuilder``):
-  * each ``Population`` -> ``lava.proc.lif.process.LIFReset`` (du = 4095 i.e. instant current,
-    dv = 0 i.e. no leak, hard reset), reset every ``W`` steps at the step its window starts;
-  * each ``Projection`` -> ``Sparse`` (no extra delay) or ``DelaySparse`` (delay balancing),
-    run by the bit-identical but faster process models of ``lava_processes.fast_sparse``;
-    several projections into one population are summed by Lava's InPort;
-  * each spiking population's ``s_out`` also feeds a ``PackedSpikeSink`` (a W-step spike
-    recorder, like ``lava.proc.io.sink.RingBuffer`` but bit-packed: reading Vars back is slow
-    per element), which records every spike (for verification and the energy report);
-  * the readout population never fires; its voltage after the window is the summed current.
+Mapping (``LavaNetworkBuilder``): each ``Population`` with its incoming projections becomes one
+``lava_processes.population_core.PopulationCore`` (as a Loihi core holds its neurons and their
+fan-in synapses); each projection is a Lava connection from the source core's ``s_out`` to one
+``s_in`` port of the destination core, which stores the projection's kernel once and its delay
+line. The readout population is a core too; it never fires.
 
-Timing: one network evaluation is a window of W = latency + T Lava steps. A population at
-depth d is reset at window step d and sees model step t at window step d + t; spikes at
-window steps outside [d, d + T) are outside the model's window (counted separately; they never
-reach another population inside its window). The host sets every population's bias (first
-conv output, time-embedding row) before each window with ``Var.set``.
+Timing (``executors.pipeline``): one Lava step per hop; a core at depth d serves one
+image-evaluation per T-step slot, resetting at steps k = d (mod T). ``run_batch`` streams a
+batch of N evaluations through the network in N + ceil(latency / T) slots, sending each core
+one host message per slot (the bias of that slot's image, or idle) and receiving one record
+per active slot (packed spikes; the readout's voltage). Nothing integrates in an idle slot,
+so no spike is emitted outside a model window; input spikes arriving in an idle slot are
+counted per core (``outside``) and are 0 when the schedule is right.
 
-Lava and its processes are imported lazily; no torch call happens inside a process model.
+Lava and its processes are imported lazily; no torch call happens inside a process model. The
+runtime is stopped on errors and Ctrl-C (``close``; use the executor as a context manager).
 """
 from __future__ import annotations
 
@@ -25,17 +23,13 @@ import contextlib
 import os
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from ..export.graph import Graph
-from ..export.quantize import ACT_SHIFT
-from .host import fixed_bias, host_inputs
-from .sparse import projection_matrix
+from .core_kernels import core_specs, unpack_spikes
+from .pipeline import BatchRecord, batch_events, decode_readout, host_messages, idle_message, run_slots
 
 
 @contextlib.contextmanager
@@ -53,86 +47,45 @@ def import_lava() -> None:
     if mp.get_start_method(allow_none=True) == "fork":
         mp.set_start_method(None, force=True)  # let Lava set it again
     with _quiet_stdout():
+        import lava.magma.core.process.process  # noqa: F401  (imports the runtime, which sets 'fork')
         import lava.magma.core.run_configs  # noqa: F401
-        import lava.proc.lif.process  # noqa: F401
-
-
-@dataclass
-class LavaWindowRecord:
-    """One network evaluation on Lava: per population spike trains (n, T) inside the model
-    window, and spike counts outside it."""
-
-    trains: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n, T) bool
-    outside: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (n,) spikes outside the window
 
 
 class LavaNetworkBuilder:
-    """Builds the Lava process graph of ``graph`` once; ``LavaExecutor`` runs it repeatedly."""
+    """Builds the Lava process graph of ``graph``: one ``PopulationCore`` per population."""
 
-    def __init__(self, graph: Graph, mode: str = "fixed"):
+    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4):
         if mode not in ("fixed", "float"):
             raise ValueError("mode must be 'fixed' or 'float'")
-        self.graph, self.mode = graph, mode
+        self.graph, self.mode, self.buffer = graph, mode, buffer
 
-    def build(self):
-        # Lava's Sparse process models clip CSR weights in place, in the forked process of each
-        # projection, which makes scipy warn (SparseEfficiencyWarning, harmless): silence it here,
-        # before Lava forks.
-        warnings.filterwarnings("ignore", category=sp.SparseEfficiencyWarning)
-        from lava.proc.lif.process import LIFReset
-        from lava.proc.sparse.process import DelaySparse, Sparse
+    def build(self) -> list:
+        from .lava_processes.population_core import PopulationCore
 
-        from .lava_processes.packed_sink import PackedSpikeSink
-        from .lava_processes.tsm_lif import TSMLIFReset
-
-        g, fixed = self.graph, self.mode == "fixed"
-        W = g.window
-        neurons, sinks, synapses = {}, {}, {}
-        for name, pop in g.populations.items():
-            n = pop.size
-            zeros = np.zeros(n, dtype=np.int32 if fixed else np.float64)
-            if pop.kind == "readout":
-                vth = pop.vth_mant if fixed else 1e30
-            else:
-                vth = pop.vth_mant if fixed else pop.threshold
-            proc, extra = LIFReset, {}
-            if pop.gain is not None:  # TSM: per-step input gain p[t] (see lava_processes.tsm_lif)
-                proc, extra = TSMLIFReset, {"T": g.T, "gain": np.asarray(pop.gain_mant, np.int32) if fixed
-                                            else np.asarray(pop.gain, np.float64)}
-            neurons[name] = proc(shape=(n,), du=4095 if fixed else 1.0, dv=0 if fixed else 0.0, vth=vth,
-                                 bias_mant=zeros.copy(), bias_exp=zeros.copy(), reset_interval=W,
-                                 reset_offset=(1 + pop.depth) % W, name=name, **extra)
-            if pop.kind == "if":
-                sinks[name] = PackedSpikeSink(shape=(n,), window=W)
-                neurons[name].s_out.connect(sinks[name].a_in)
-        for proj in g.projections:
-            src = g.populations[proj.src]
-            m = projection_matrix(proj, src.shape, fixed)
-            kw = {"weight_exp": int(proj.weight_exp), "num_weight_bits": 8} if fixed else {}
-            if proj.delay == 0:
-                syn = Sparse(weights=m, name=proj.name, **kw)
-            else:
-                syn = DelaySparse(weights=m, delays=int(proj.delay), max_delay=int(proj.delay), name=proj.name, **kw)
-            neurons[proj.src].s_out.connect(syn.s_in)
-            syn.a_out.connect(neurons[proj.dst].a_in)
-            synapses[proj.name] = syn
-        return neurons, synapses, sinks
+        specs = core_specs(self.graph, self.mode)
+        cores = {s.name: PopulationCore(spec=s, buffer=self.buffer, name=s.name) for s in specs}
+        for s in specs:
+            for i, src in enumerate(s.sources):
+                cores[src[0]].s_out.connect(cores[s.name].in_port(i))
+        return [cores[s.name] for s in specs]
 
 
 class LavaExecutor:
-    """Runs network evaluations on Lava (``Loihi2SimCfg``, ``fixed_pt`` or ``floating_pt``).
+    """Runs batches of network evaluations on Lava (``Loihi2SimCfg``, ``fixed_pt``/``floating_pt``).
 
     Use as a context manager (or call ``close``): the Lava runtime is always stopped, also on
     errors and Ctrl-C, so no Lava processes are left behind.
     """
 
-    def __init__(self, graph: Graph, mode: str = "fixed"):
-        self.graph, self.mode = graph, mode
+    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4):
+        self.graph, self.mode, self.buffer = graph, mode, buffer
         import_lava()
         self._built = False
+        self._started = False
         self.steps_run = 0
         self.seconds_running = 0.0
         self.build_seconds = 0.0
+        self._outside_prev = None
 
     def __enter__(self):
         return self
@@ -141,72 +94,77 @@ class LavaExecutor:
         self.close()
         return False
 
-    def _build(self, first_bias: dict[str, tuple[np.ndarray, np.ndarray]]):
-        t0 = time.time()
+    @property
+    def processes(self) -> int:
+        return len(self.graph.populations)
+
+    def _build(self) -> None:
+        t0 = time.perf_counter()
         with _quiet_stdout():
-            self.neurons, self.synapses, self.sinks = LavaNetworkBuilder(self.graph, self.mode).build()
-            for name, (mant, exp) in first_bias.items():
-                self.neurons[name].bias_mant.init = mant
-                self.neurons[name].bias_exp.init = exp
+            self.cores = LavaNetworkBuilder(self.graph, self.mode, self.buffer).build()
             from lava.magma.core.run_configs import Loihi2SimCfg
 
-            from .lava_processes.fast_sparse import FAST_MODELS
-
-            self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt",
-                                     exception_proc_model_map=dict(FAST_MODELS[self.mode]))
-            self._anchor = next(iter(self.neurons.values()))
+            self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt")
+            self._anchor = self.cores[0]
+            self._anchor.create_runtime(run_cfg=self._cfg)
         self._built = True
-        self.build_seconds = time.time() - t0
+        self.build_seconds = time.perf_counter() - t0
+        self._outside_prev = np.zeros((len(self.cores), 2), np.int64)
 
-    def _biases(self, x: torch.Tensor, t: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        g = self.graph
-        cur = host_inputs(g, x[None], torch.tensor([t]))
-        out = {}
-        for name, b in cur.items():
-            pop = g.populations[name]
-            if self.mode == "fixed":
-                mant, exp = fixed_bias(pop, b[0])
-                out[name] = (mant.reshape(-1).numpy().astype(np.int32), exp.reshape(-1).numpy().astype(np.int32))
-            else:
-                out[name] = (b[0].reshape(-1).numpy().astype(np.float64), np.zeros(pop.size))
-        return out
-
-    def run(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, LavaWindowRecord]:
-        """One network evaluation of one image x_t (C, H, W) at diffusion timestep t."""
+    def run_batch(self, x: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, BatchRecord]:
+        """N image-evaluations x_t (N, C, H, W) at diffusion timesteps (N,), pipelined."""
         from lava.magma.core.run_conditions import RunSteps
 
-        g = self.graph
-        W = g.window
-        biases = self._biases(x, t)
+        g, T = self.graph, self.graph.T
+        x = x.detach().cpu()
+        n_img = x.shape[0]
+        msgs = host_messages(g, x, timesteps.cpu(), self.mode)
         if not self._built:
-            self._build(biases)
-        else:  # Var.set costs microseconds per element: only send what changed
-            for name, (mant, exp) in biases.items():
-                last_mant, last_exp = self._last_bias[name]
-                if not np.array_equal(mant, last_mant):
-                    self.neurons[name].bias_mant.set(mant)
-                if self.mode == "fixed" and not np.array_equal(exp, last_exp):
-                    self.neurons[name].bias_exp.set(exp)
-        self._last_bias = biases
-        t0 = time.time()
+            self._build()
+        names = list(g.populations)
+        j0 = self.steps_run // T
+        steps = run_slots(g, n_img) * T
+        events = batch_events(g, j0, n_img)
+        rec = BatchRecord(steps=steps)
+        ro_size = g.populations[g.readout].size
+        v_out = np.zeros((n_img, ro_size))
+        t0 = time.perf_counter()
         with _quiet_stdout():
-            self._anchor.run(condition=RunSteps(num_steps=W, blocking=True), run_cfg=self._cfg)
-        self.steps_run += W
-        from .lava_processes.packed_sink import unpack
+            self._anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self._cfg)
+        self._started = True
+        try:
+            for e in events:
+                core, name = self.cores[e.core], names[e.core]
+                size = g.populations[name].size
+                if e.kind == 0:
+                    msg = msgs[name][e.image] if e.image >= 0 else idle_message(size)
+                    core.host_in.external_pipe_csp_send_port.send(msg)
+                else:
+                    data = core.host_out.external_pipe_csp_recv_port.recv()
+                    if name == g.readout:
+                        v_out[e.image] = data
+                    else:
+                        rec.trains.setdefault(name, np.zeros((n_img, size, T), bool))[e.image] = \
+                            unpack_spikes(data, size, T)
+        finally:
+            with _quiet_stdout():
+                self._anchor.wait()
+        rec.seconds = time.perf_counter() - t0
+        self.seconds_running += rec.seconds
+        self.steps_run += steps
+        outside = np.array([np.asarray(c.outside.get(), np.int64) for c in self.cores])
+        delta = outside - self._outside_prev
+        self._outside_prev = outside
+        rec.outside_in = {n: int(d[0]) for n, d in zip(names, delta)}
+        rec.outside_out = {n: int(d[1]) for n, d in zip(names, delta)}
+        return decode_readout(g, v_out, self.mode), rec
 
-        rec = LavaWindowRecord()
-        for name, sink in self.sinks.items():
-            data = unpack(sink.data.get(), g.populations[name].size, W)  # (n, W), column j = window step j
-            d = g.populations[name].depth
-            rec.trains[name] = data[:, d:d + g.T]
-            rec.outside[name] = data.sum(axis=1) - rec.trains[name].sum(axis=1)
-        ro = g.populations[g.readout]
-        v = np.asarray(self.neurons[g.readout].v.get(), dtype=np.float64)
-        self.seconds_running += time.time() - t0
-        if self.mode == "fixed":
-            v = v / float(2 ** (ro.scale_exp + ACT_SHIFT))
-        eps = v.reshape(ro.shape) / g.T * g.host.readout_scale + g.host.readout_bias[:, None, None]
-        return torch.from_numpy(eps).float(), rec
+    def run(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, BatchRecord]:
+        """One image-evaluation x_t (C, H, W) at diffusion timestep t (a batch of one); the
+        record's trains are (n, T) per population."""
+        eps, rec = self.run_batch(x[None], torch.tensor([int(t)]))
+        rec.trains = {k: v[0] for k, v in rec.trains.items()}
+        return eps[0], rec
 
     def close(self) -> None:
         if self._built:
@@ -218,17 +176,14 @@ class LavaExecutor:
             self._built = False
 
     def eps_model(self, record_into: list | None = None, progress=None):
-        """``eps_model(x, t)`` for the samplers: evaluates each image of the batch in turn."""
+        """``eps_model(x, t)`` for the samplers: the whole batch streams through the pipeline."""
 
         def f(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-            outs = []
-            for i in range(x.shape[0]):
-                eps, rec = self.run(x[i].cpu(), int(tt[i]))
-                outs.append(eps)
-                if record_into is not None:
-                    record_into.append(rec)
-                if progress is not None:
-                    progress.update(1)
-            return torch.stack(outs).to(x.device)
+            eps, rec = self.run_batch(x, tt)
+            if record_into is not None:
+                record_into.append(rec)
+            if progress is not None:
+                progress.update(x.shape[0])
+            return eps.to(x.device)
 
         return f

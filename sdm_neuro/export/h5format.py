@@ -1,6 +1,6 @@
 """The export file (``*.lava.h5``): the single contract between training and deployment.
 
-Schema ``sdm-neuro-lava`` version 1 (documented in ``docs/export_format.md``). Everything an
+Schema ``sdm-neuro-lava`` version 2 (documented in ``docs/export_format.md``). Everything an
 executor or the energy report needs is here; nothing refers back to the training code.
 Netx-style per-layer groups keep netx's field names and meanings where they apply
 (``type``, ``shape`` = (C, H, W), ``neuron/iDecay``, ``neuron/vDecay``, ``neuron/vThMant``,
@@ -8,7 +8,8 @@ Netx-style per-layer groups keep netx's field names and meanings where they appl
 
 Deterministic: the same model gives the same content; ``content_hash`` (root attribute) is the
 SHA-256 of every dataset and attribute in a canonical order, and datasets are written without
-timestamps.
+timestamps. ``read_graph`` recomputes the hash and refuses a file whose content does not match
+it, then validates every field's type, range, finiteness and consistency.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from ..errors import SdmError
 from .graph import Graph, HostSide, Population, Projection
 
 FORMAT = "sdm-neuro-lava"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+A_IN_BITS = 16  # width of Loihi's synaptic input a_in (two's-complement wrap)
 I_DECAY = 4096  # netx iDecay: current decay x 4096 (1.0: the current does not persist)
 V_DECAY = 0  # netx vDecay: no voltage leak (integrate-and-fire)
 
@@ -73,6 +75,9 @@ def write_graph(graph: Graph, path: str | Path, betas: np.ndarray, provenance: d
             f.attrs["latency"] = graph.latency
             f.attrs["image_shape"] = np.asarray(graph.image_shape)
             f.attrs["readout"] = index[graph.readout]
+            f.attrs["a_in_bits"] = A_IN_BITS
+            f.attrs["hop_steps"] = 1
+            f.attrs["slot_steps"] = graph.T
             f.attrs["meta"] = json.dumps({**graph.meta, **(provenance or {})}, sort_keys=True)
             host = f.create_group("host")
             _ds(host, "head_weight", graph.host.head_weight)
@@ -140,6 +145,13 @@ def _scalar(group, key, path):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _name(names: list[str], value, what: str, path: Path) -> str:
+    i = int(value)
+    if not 0 <= i < len(names) or i != value:
+        raise SdmError(f"export file {path}: {what} index {value} is out of range 0..{len(names) - 1}")
+    return names[i]
+
+
 def read_graph(path: str | Path) -> tuple[Graph, dict]:
     """Read an export file. Returns (graph, info) where info holds betas, hash and metadata."""
     path = Path(path)
@@ -154,8 +166,15 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
             if f.attrs.get("format") != FORMAT:
                 raise SdmError(f"{path} is not an sdm-neuro Lava export (format attribute missing or wrong)")
             version = int(f.attrs.get("format_version", -1))
+            if version == 1:
+                raise SdmError(f"{path} is a format_version 1 export (unpipelined deployment v1); re-export it with "
+                               f"'sdm-neuro export --target lava MODEL -o {path.name}'")
             if version != FORMAT_VERSION:
                 raise SdmError(f"{path} has format_version {version}; this sdm-neuro reads version {FORMAT_VERSION}")
+            stored = str(f.attrs.get("content_hash", ""))
+            if content_hash(f) != stored:
+                raise SdmError(f"{path}: content hash mismatch (the file was modified or corrupted after export); "
+                               f"re-export it")
             layers = _need(f, "layer", path)
             pops: dict[str, Population] = {}
             names = []
@@ -180,7 +199,8 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
             for j in range(len(pg)):
                 g = _need(pg, str(j), path)
                 projections.append(Projection(
-                    src=names[int(_scalar(g, "src", path))], dst=names[int(_scalar(g, "dst", path))],
+                    src=_name(names, _scalar(g, "src", path), f"projection {j} src", path),
+                    dst=_name(names, _scalar(g, "dst", path), f"projection {j} dst", path),
                     weight=_need(g, "weight", path)[()], stride=int(_scalar(g, "stride", path)),
                     padding=int(_scalar(g, "padding", path)), transposed=_scalar(g, "type", path) == "convT",
                     delay=int(_scalar(g, "delay", path)), weight_mant=_need(g, "weight_mant", path)[()],
@@ -191,7 +211,7 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
             betas = _need(_need(f, "diffusion", path), "betas", path)[()]
             meta = json.loads(f.attrs.get("meta", "{}"))
             graph = Graph(int(f.attrs["T"]), tuple(int(s) for s in f.attrs["image_shape"]), pops, projections, hs,
-                          names[int(f.attrs["readout"])], {**meta, "quantized": True})
+                          _name(names, f.attrs["readout"], "readout", path), {**meta, "quantized": True})
             info = {"betas": betas, "content_hash": str(f.attrs.get("content_hash", "")),
                     "window": int(f.attrs["window"]), "latency": int(f.attrs["latency"]), "meta": meta}
     except SdmError:
@@ -200,4 +220,7 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
         raise SdmError(f"cannot read export file {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if graph.window != info["window"]:
         raise SdmError(f"export file {path} is inconsistent: window {info['window']} != latency + T")
+    from .validate import validate_graph
+
+    validate_graph(graph, info["betas"], str(path))
     return graph, info
