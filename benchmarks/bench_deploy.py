@@ -4,8 +4,8 @@ the same numpy kernels run in one process, on three networks.
 Networks: ``digits`` (the shipped export, 4 images as in ``make run``), ``fmnist32`` (the
 32x32 Fashion-MNIST shape: base 32, mult [1, 2, 2], 1 res block, T = 4) and ``cifar`` (the
 paper's CIFAR-10 UNet: base 128, mult [1, 2, 2, 4], 2 res blocks, T = 4). The last two have
-random weights with BatchNorm statistics calibrated on N(0, 1) inputs (train-mode passes),
-which gives the firing rates printed beside them. Each network runs in its own subprocess so
+random weights with BatchNorm statistics calibrated on N(0, 1) inputs (train-mode passes) and
+the residual blocks' BatchNorm scales multiplied by 6, which gives the firing rates printed beside them. Each network runs in its own subprocess so
 that its peak memory is its own: the peak of the summed PSS of the process and all its
 children (Lava runs every process model as an OS process), sampled every 0.2 s.
 
@@ -37,7 +37,7 @@ NETWORKS = {
     "fmnist32": {"card": {"model": {"name": "fmnist32-shape-random", "image_size": 32, "in_channels": 1,
                                     "base_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1,
                                     "temb_dim": 128, "T": 4}}, "n": 4},
-    "cifar": {"card_file": "models/sdm-cifar10-paper.toml", "n": 1},
+    "cifar": {"card_file": "models/sdm-cifar10-paper.toml", "n": 2},
 }
 
 
@@ -87,8 +87,10 @@ class PeakPss:
         self._t.join()
 
 
-def calibrated_random_model(card_dict_or_file, seed: int = 0):
-    """Random weights; BatchNorm running statistics from train-mode passes on N(0, 1) inputs."""
+def calibrated_random_model(card_dict_or_file, seed: int = 0, bn_gain: float = 6.0):
+    """Random weights; BatchNorm running statistics from train-mode passes on N(0, 1) inputs, and
+    the BatchNorm scales of the residual blocks multiplied by ``bn_gain`` so that deep layers fire
+    at rates like a trained model's (the shipped digits SNN: 0.24)."""
     import torch
 
     from sdm_neuro.card import card_from_dict, load_card
@@ -102,6 +104,9 @@ def calibrated_random_model(card_dict_or_file, seed: int = 0):
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(4, c, size, size), torch.randint(0, card.diffusion.num_steps, (4,)))
+        for n, p in model.named_parameters():
+            if n.endswith("bn1.weight") or n.endswith("bn2.weight"):
+                p.mul_(bn_gain)
     return model.eval(), card
 
 
@@ -142,13 +147,18 @@ def run_network(name: str) -> dict:
         _, rec_t = tx.run(x, t, keep_trains=True)
         torch_s = time.perf_counter() - t1
         fr = sum(float(v.sum()) for v in rec_t.spikes.values()) / (sum(p.size for p in graph.spiking) * graph.T * n)
-        with LavaExecutor(graph, "fixed") as lava:
+        with LavaExecutor(graph, "fixed", processes=0) as lava:  # one process per population
+            lava.run_batch(x, t)  # warm-up
+            _, rec_1 = lava.run_batch(x, t)
+            per_pop_processes = lava.processes
+        with LavaExecutor(graph, "fixed") as lava:  # the default: one process per CPU core
             t1 = time.perf_counter()
             lava._build()
             build_s = time.perf_counter() - t1
-            if name != "cifar":
-                lava.run_batch(x, t)  # warm-up (the cifar run is long enough; its first step is the warm-up)
+            lava.run_batch(x, t)  # warm-up
             _, rec_l = lava.run_batch(x, t)
+            processes = lava.processes
+        mism_1 = sum(int((rec_1.trains[k] != rec_t.trains[k].numpy()).sum()) for k in rec_1.trains)
         mism = sum(int((rec_l.trains[k] != rec_t.trains[k].numpy()).sum()) for k in rec_l.trains)
         outside = sum(rec_l.outside_in.values()) + sum(rec_l.outside_out.values())
         try:
@@ -166,7 +176,7 @@ def run_network(name: str) -> dict:
     return {
         "name": name, "neurons": sum(p.size for p in graph.populations.values()),
         "populations": len(graph.populations), "projections": len(graph.projections),
-        "lava_processes": len(graph.populations),
+        "lava_processes": processes,
         "stored_weights": int(sum(np.asarray(p.weight_mant).size for p in graph.projections)),
         "latency_steps": graph.latency, "T": graph.T, "mean_firing_rate": round(fr, 4),
         "export_seconds": round(export_s, 2), "lava_build_seconds": round(build_s, 2),
@@ -182,7 +192,37 @@ def run_network(name: str) -> dict:
         "outside_window_spikes": outside,
         "simulator_seconds_per_step": round(rec_p.seconds / rec_p.steps, 5), "simulator_spike_mismatches": sim_mism,
         "lava_overhead_ratio": round(lava_step / (rec_p.seconds / rec_p.steps), 3),
+        "one_process_per_population": {
+            "lava_processes": per_pop_processes,
+            "lava_seconds_per_image_evaluation": round(rec_1.seconds / n, 4),
+            "lava_overhead_ratio": round(rec_1.seconds / rec_1.steps / (rec_p.seconds / rec_p.steps), 3),
+            "spike_mismatches": mism_1},
     }
+
+
+def sync_cost(processes: int, batch: int = 8) -> dict:
+    """Lava's fixed cost per step: a chain of ``processes`` one-neuron cores (no synaptic work)."""
+    import numpy as np
+    import torch
+
+    from sdm_neuro.executors.lava_executor import LavaExecutor
+    from sdm_neuro.export.graph import Graph, HostSide, Population, Projection, schedule
+
+    one = np.ones((1, 1, 1, 1), np.float32)
+    pops = {f"p{i}": Population(f"p{i}", (1, 1, 1), 1.0, bias=np.array([2.0], np.float32), vth_mant=1)
+            for i in range(processes - 1)}
+    pops["readout"] = Population("readout", (1, 1, 1), float("inf"), "readout", vth_mant=2**17 - 1)
+    names = list(pops)
+    projs = [Projection(a, b, one, weight_mant=np.full((1, 1, 1, 1), 2, np.int16)) for a, b in zip(names, names[1:])]
+    g = Graph(4, (1, 1, 1), pops, projs, HostSide(np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.float32),
+                                                   np.zeros(1, np.float32)))
+    schedule(g)
+    g.meta["quantized"] = True
+    x, t = torch.zeros(batch, 1, 1, 1), torch.zeros(batch, dtype=torch.long)
+    with LavaExecutor(g, "fixed") as lava:
+        lava.run_batch(x, t)
+        _, rec = lava.run_batch(x, t)
+    return {"processes": processes, "seconds_per_step": rec.seconds / rec.steps}
 
 
 def kernels_table() -> None:
@@ -219,10 +259,17 @@ def main() -> None:
     ap.add_argument("--networks", default="digits,fmnist32,cifar")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--kernels", action="store_true", help="print the event vs dense kernel table and exit")
+    ap.add_argument("--sync", default=None, help="comma-separated process counts: Lava's per-step cost of "
+                    "one-neuron chains, then exit")
     ap.add_argument("--out", default=str(ROOT / "docs/results/deploy_bench.json"))
     args = ap.parse_args()
     if args.kernels:
         kernels_table()
+        return
+    if args.sync:
+        for k in args.sync.split(","):
+            r = sync_cost(int(k))
+            print(f"{r['processes']:4d} Lava processes, no synaptic work: {r['seconds_per_step'] * 1e3:7.2f} ms per step")
         return
     if args.one:
         print("RESULT " + json.dumps(run_network(args.one)), flush=True)
@@ -240,7 +287,9 @@ def main() -> None:
               f"  peak {res['peak_rss_bytes'] / 2**30:6.2f} GiB  lava {res['lava_seconds_per_image_evaluation']:8.3f} s/img-eval"
               f"  (latency {res['lava_single_evaluation_latency_seconds']:.3f} s)  torch {res['torch_seconds_per_image_evaluation']:.4f} s"
               f"  mismatches {res['spike_mismatches']}  outside {res['outside_window_spikes']}"
-              f"  overhead x{res['lava_overhead_ratio']:.2f}  fr {res['mean_firing_rate']:.3f}", flush=True)
+              f"  overhead x{res['lava_overhead_ratio']:.2f} ({res['lava_processes']} processes; one per population:"
+              f" {res['one_process_per_population']['lava_seconds_per_image_evaluation']:.3f} s, x"
+              f"{res['one_process_per_population']['lava_overhead_ratio']:.2f})  fr {res['mean_firing_rate']:.3f}", flush=True)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else []
     keep = [o for o in old if o.get("name") not in {r["name"] for r in results}]

@@ -57,8 +57,11 @@ class CheckedLavaModel:
     executor on the same batch, comparing both and counting spikes (Lava's) for the energy report."""
 
     def __init__(self, graph: Graph, lava: LavaExecutor, reference: TorchExecutor | None, counter: SynOpCounter,
-                 progress=None):
+                 progress=None, interrupted: list | None = None):
+        """``interrupted``: a list that a SIGINT handler appends to (``deferred_sigint``); each
+        call checks it first and raises KeyboardInterrupt at this safe point."""
         self.graph, self.lava, self.reference, self.counter = graph, lava, reference, counter
+        self.interrupted = interrupted if interrupted is not None else []
         self.agreement = Agreement()
         self.progress = progress
         self.lava_seconds: list[float] = []  # per batch run
@@ -69,6 +72,8 @@ class CheckedLavaModel:
         self.torch_seconds = 0.0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.interrupted:
+            raise KeyboardInterrupt
         ref = None
         if self.reference is not None:
             t0 = time.perf_counter()

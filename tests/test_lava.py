@@ -9,6 +9,7 @@ transposed up projections, unequal path lengths with delays up to ~16 steps), an
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -37,9 +38,10 @@ def _mismatches(rec_batch, rec_torch):
     return mism, total, spikes
 
 
-@pytest.mark.parametrize("cfg,seed", [({}, 0), ({"num_res_blocks": 2}, 1),
-                                      ({"image_size": 32, "channel_mult": [1, 2, 2]}, 4)])
-def test_lava_fixed_point_is_spike_exact_and_pipelined(cfg, seed):
+@pytest.mark.parametrize("cfg,seed,processes", [({}, 0, 0), ({"num_res_blocks": 2}, 1, 3),
+                                                ({"image_size": 32, "channel_mult": [1, 2, 2]}, 4, None)])
+def test_lava_fixed_point_is_spike_exact_and_pipelined(cfg, seed, processes):
+    """``processes``: 0 = one Lava process per population, 3 = three groups, None = one per CPU."""
     model, card = tiny_model(seed=seed, **cfg)
     g = build_graph(model, card)
     assert max(p.delay for p in g.projections) >= 8  # skip connections need long balancing delays
@@ -49,7 +51,7 @@ def test_lava_fixed_point_is_spike_exact_and_pipelined(cfg, seed):
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     t = torch.tensor([7, 640, 300])
     eps_t, rec_t = TorchExecutor(g, "fixed").run(x, t, keep_trains=True)
-    with LavaExecutor(g, "fixed") as lava:
+    with LavaExecutor(g, "fixed", processes=processes) as lava:
         for _ in range(2):  # a second batch finds every core idle and in phase again
             eps_l, rec_l = lava.run_batch(x, t)
             mism, total, spikes = _mismatches(rec_l, rec_t)
@@ -59,7 +61,8 @@ def test_lava_fixed_point_is_spike_exact_and_pipelined(cfg, seed):
             assert sum(rec_l.outside_in.values()) == 0 and sum(rec_l.outside_out.values()) == 0
             # pipelined: n evaluations take n + ceil(latency / T) slots, not n x (latency + T) steps
             assert rec_l.steps == (n + -(-g.latency // g.T)) * g.T < n * g.window
-        assert lava.processes == len(g.populations)  # one Lava process per population and its fan-in
+        expected = {0: len(g.populations), 3: 3, None: min(len(g.populations), os.cpu_count() or 1)}[processes]
+        assert lava.processes == expected
 
 
 def test_pipeline_simulator_matches_torch_and_lava_schedule():
@@ -199,3 +202,62 @@ def test_lava_runtime_stopped_on_error():
     for p in mp.active_children():
         p.join(timeout=10)
     assert not [p for p in mp.active_children() if p.is_alive()]
+
+
+def _children(pid: int) -> set[int]:
+    import subprocess
+
+    r = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in r.stdout.split()} - {pid}
+
+
+@pytest.mark.parametrize("moment", ["before-build", "during-build", "mid-run"])
+def test_ctrl_c_stops_every_lava_process(tmp_path, moment):
+    """SIGINT to ``simulate`` before, during and after the Lava build: exit 130 within seconds,
+    one line, no process and no shared-memory segment left, no output written."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    shm_before = set(os.listdir("/dev/shm"))
+    out, log = tmp_path / "sim", tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sdm_neuro.cli", "simulate", "export/sdm-digits-snn.lava.h5",
+                                 "--solver", "ddim", "--steps", "50", "--n", "4", "--lava-processes", "0",
+                                 "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen: set[int] = set()
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        seen |= _children(proc.pid)
+        done = [int(m) for m in re.findall(r"(\d+)/200", log.read_text())]
+        if moment == "before-build" and time.time() > deadline - 89.0:
+            break
+        if moment == "during-build" and len(seen) >= 3:
+            break
+        if moment == "mid-run" and done and max(done) >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "simulate ended before the signal"
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert time.time() - t0 < 20
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("lava fixed")]
+    assert lines == ["interrupted"], lines
+    time.sleep(0.5)
+    seen |= _children(proc.pid)
+    alive = [p for p in seen if os.path.exists(f"/proc/{p}")
+             and "zombie" not in open(f"/proc/{p}/status").read()]
+    assert not alive, f"processes left: {alive}"
+    assert set(os.listdir("/dev/shm")) <= shm_before
+    assert not out.exists() or not any(out.iterdir())

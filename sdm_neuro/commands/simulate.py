@@ -29,12 +29,26 @@ from ._common import set_threads
               help="Threshold guidance at run time: every threshold x S on top of what the export "
                    "holds (< 1 inhibitory, > 1 excitatory); the fixed-point threshold mantissa rounds it.")
 @click.option("--profile", default="loihi2", show_default=True, help="Hardware profile for the resource estimate.")
+@click.option("--lava-processes", type=int, default=None,
+              help="Lava processes to spread the populations over (default: one per CPU core; 0: one per population).")
 @click.option("--threads", type=int, default=None)
-def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, threshold_scale, profile, threads):
+def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, threshold_scale, profile,
+            lava_processes, threads):
     """Run an export file as a network of Lava processes (Loihi 2 simulation on the CPU).
 
     Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
     """
+    from ..interrupts import deferred_sigint
+
+    # Ctrl-C is recorded and raised at safe points only (after the imports, between Lava batch
+    # runs, before any output is written), so the Lava runtime always stops cleanly.
+    with deferred_sigint() as interrupted:
+        _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, threshold_scale, profile,
+                  lava_processes, threads, interrupted)
+
+
+def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, check, threshold_scale, profile,
+              lava_processes, threads, interrupted):
     set_threads(threads)
     import torch
     from tqdm import tqdm
@@ -42,11 +56,13 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     from ..energy.counters import SynOpCounter
     from ..energy.profiles import load_profile
     from ..executors.lava_executor import LavaExecutor
+    from ..interrupts import check as check_interrupt
     from ..executors.torch_executor import TorchExecutor
     from ..export.h5format import read_graph
     from ..export.resources import estimate_resources
     from ..simulation import CheckedLavaModel, digits_inputs, schedule_from_betas, spikes_report, write_json
 
+    check_interrupt(interrupted)
     if n < 1:
         raise SdmError(f"--n must be >= 1, got {n}")
     graph, info = read_graph(export_file)
@@ -65,9 +81,11 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     reference = TorchExecutor(graph, mode) if check else None
     evaluations = n if timestep is not None else n * steps
     t_start = time.time()
-    with LavaExecutor(graph, mode) as lava:  # imports Lava before tqdm touches multiprocessing
+    if lava_processes is not None and lava_processes < 0:
+        raise SdmError(f"--lava-processes must be >= 0, got {lava_processes}")
+    with LavaExecutor(graph, mode, processes=lava_processes) as lava:
         bar = tqdm(total=evaluations, desc=f"lava {mode}", unit="eval", dynamic_ncols=True)
-        model = CheckedLavaModel(graph, lava, reference, counter, progress=bar)
+        model = CheckedLavaModel(graph, lava, reference, counter, progress=bar, interrupted=interrupted)
         if timestep is not None:
             x = digits_inputs(graph, schedule, n, timestep, seed)
             model(x, torch.full((n,), timestep))
@@ -78,6 +96,7 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
             sampler = make_solver(solver, schedule, steps)
             g = torch.Generator().manual_seed(seed)
             samples = sampler.sample(model, (n, *graph.image_shape), generator=g)
+            check_interrupt(interrupted)
             save_grid(samples, out / "samples.png")
             save_npz(samples, out / "samples.npz", solver=solver, steps=steps, seed=seed, source="lava-" + mode)
             result = {"mode": "sampling", "solver": solver, "steps": steps,
@@ -85,6 +104,7 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
         build_s = lava.build_seconds
         lava_processes = lava.processes
     bar.close()
+    check_interrupt(interrupted)
     wall = time.time() - t_start
     secs, imgs = model.lava_seconds, model.lava_images
     steady = slice(1, None) if len(secs) > 1 else slice(None)  # the first batch run warms up

@@ -1,10 +1,13 @@
 """Run an exported graph as a pipelined network of Lava processes on Lava's CPU backend.
 
-Mapping (``LavaNetworkBuilder``): each ``Population`` with its incoming projections becomes one
-``lava_processes.population_core.PopulationCore`` (as a Loihi core holds its neurons and their
-fan-in synapses); each projection is a Lava connection from the source core's ``s_out`` to one
-``s_in`` port of the destination core, which stores the projection's kernel once and its delay
-line. The readout population is a core too; it never fires.
+Mapping (``LavaNetworkBuilder``): each ``Population`` with its incoming projections is a core
+(as a Loihi core holds its neurons and their fan-in synapses), and each core lives in a
+``lava_processes.population_core.PopulationCore`` process: one process per population
+(``processes=0``), or contiguous groups of about equal work in ``processes`` processes (Lava's
+per-step cost is ~0.5 ms per process on this machine, ``bench_deploy.py --sync``). Spikes
+between processes go through Lava connections (``s_out`` -> ``s_in``), each projection's
+kernel is stored once in its destination core with its delay line; the grouping does not
+change what is computed. The readout population is a core too; it never fires.
 
 Timing (``executors.pipeline``): one Lava step per hop; a core at depth d serves one
 image-evaluation per T-step slot, resetting at steps k = d (mod T). ``run_batch`` streams a
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from ..export.graph import Graph
+from ..interrupts import deferred_sigint
 from .core_kernels import core_specs, unpack_spikes
 from .pipeline import BatchRecord, batch_events, decode_readout, host_messages, idle_message, run_slots
 
@@ -51,23 +55,78 @@ def import_lava() -> None:
         import lava.magma.core.run_configs  # noqa: F401
 
 
-class LavaNetworkBuilder:
-    """Builds the Lava process graph of ``graph``: one ``PopulationCore`` per population."""
+def population_cost(spec) -> float:
+    """Work estimate of one population per step: dense MACs of its fan-in plus its neurons."""
+    cost = float(spec.size)
+    for _, src_shape, w, stride, padding, transposed, _, _ in spec.sources:
+        c_out, c_in, k, _ = np.shape(w)
+        cost += spec.size // c_out * c_in * k * k * c_out
+    return cost
 
-    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4):
+
+def partition(specs: list, processes: int) -> list[list[int]]:
+    """Split populations (topological order) into at most ``processes`` contiguous groups of
+    about equal work (``population_cost``); ``processes <= 0`` or >= the count: one each."""
+    n = len(specs)
+    if processes <= 0 or processes >= n:
+        return [[i] for i in range(n)]
+    costs = np.array([population_cost(s) for s in specs])
+    mid = (np.cumsum(costs) - costs / 2) / costs.sum()  # where each population's work lies, 0..1
+    gid = np.minimum((mid * processes).astype(int), processes - 1)
+    return [list(np.flatnonzero(gid == g)) for g in range(processes) if (gid == g).any()]
+
+
+class LavaNetworkBuilder:
+    """Builds the Lava process graph of ``graph``: ``PopulationCore`` processes, each holding
+    one population (``processes = 0``, the default) or a contiguous group of populations with
+    their fan-in; spikes between groups go through Lava connections."""
+
+    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4, processes: int = 0):
         if mode not in ("fixed", "float"):
             raise ValueError("mode must be 'fixed' or 'float'")
-        self.graph, self.mode, self.buffer = graph, mode, buffer
+        self.graph, self.mode, self.buffer, self.processes = graph, mode, buffer, processes
 
-    def build(self) -> list:
+    def build(self) -> tuple[list, list[tuple[int, int]]]:
+        """Returns (processes, place) where ``place[c] = (process index, member index)`` of
+        population c (graph order)."""
         from .lava_processes.population_core import PopulationCore
 
         specs = core_specs(self.graph, self.mode)
-        cores = {s.name: PopulationCore(spec=s, buffer=self.buffer, name=s.name) for s in specs}
-        for s in specs:
-            for i, src in enumerate(s.sources):
-                cores[src[0]].s_out.connect(cores[s.name].in_port(i))
-        return [cores[s.name] for s in specs]
+        index = {s.name: i for i, s in enumerate(specs)}
+        groups = partition(specs, self.processes)
+        place = {}
+        offset = {}
+        for gi, members in enumerate(groups):
+            off = 0
+            for mj, c in enumerate(members):
+                place[c] = (gi, mj)
+                offset[c] = off
+                off += specs[c].size
+        procs, links = [], []
+        for gi, members in enumerate(groups):
+            ext_groups: list[int] = []
+            wiring = []
+            for c in members:
+                wires = []
+                for src in specs[c].sources:
+                    sc = index[src[0]]
+                    sg, sm = place[sc]
+                    if sg == gi:
+                        wires.append(("int", sm))
+                    else:
+                        if sg not in ext_groups:
+                            ext_groups.append(sg)
+                        wires.append(("ext", ext_groups.index(sg), offset[sc], specs[sc].size))
+                wiring.append(wires)
+            sizes = [sum(specs[c].size for c in groups[sg]) for sg in ext_groups]
+            name = specs[members[0]].name if len(members) == 1 else f"group{gi}"
+            procs.append(PopulationCore(members=[specs[c] for c in members], wiring=wiring, input_sizes=sizes,
+                                        buffer=self.buffer, name=name))
+            links.append(ext_groups)
+        for gi, ext_groups in enumerate(links):
+            for i, sg in enumerate(ext_groups):
+                procs[sg].s_out.connect(procs[gi].in_port(i))
+        return procs, [place[c] for c in range(len(specs))]
 
 
 class LavaExecutor:
@@ -77,8 +136,11 @@ class LavaExecutor:
     errors and Ctrl-C, so no Lava processes are left behind.
     """
 
-    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4):
+    def __init__(self, graph: Graph, mode: str = "fixed", buffer: int = 4, processes: int | None = None):
+        """``processes``: Lava processes to spread the populations over; None: one per CPU core
+        (``os.cpu_count()``), 0: one per population."""
         self.graph, self.mode, self.buffer = graph, mode, buffer
+        self.n_processes = (os.cpu_count() or 1) if processes is None else processes
         import_lava()
         self._built = False
         self._started = False
@@ -96,20 +158,21 @@ class LavaExecutor:
 
     @property
     def processes(self) -> int:
-        return len(self.graph.populations)
+        """Lava processes of the network (known once built)."""
+        return len(self.cores) if self._built else 0
 
     def _build(self) -> None:
         t0 = time.perf_counter()
-        with _quiet_stdout():
-            self.cores = LavaNetworkBuilder(self.graph, self.mode, self.buffer).build()
+        with deferred_sigint(), _quiet_stdout():
+            self.cores, self.place = LavaNetworkBuilder(self.graph, self.mode, self.buffer, self.n_processes).build()
+            self._outside_prev = np.zeros((len(self.place), 2), np.int64)
             from lava.magma.core.run_configs import Loihi2SimCfg
 
             self._cfg = Loihi2SimCfg(select_tag="fixed_pt" if self.mode == "fixed" else "floating_pt")
-            self._anchor = self.cores[0]
+            self._anchor = self.cores[0]  # from here on, close() stops whatever runtime was started
+            self._built = True
             self._anchor.create_runtime(run_cfg=self._cfg)
-        self._built = True
         self.build_seconds = time.perf_counter() - t0
-        self._outside_prev = np.zeros((len(self.cores), 2), np.int64)
 
     def run_batch(self, x: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, BatchRecord]:
         """N image-evaluations x_t (N, C, H, W) at diffusion timesteps (N,), pipelined."""
@@ -129,30 +192,37 @@ class LavaExecutor:
         ro_size = g.populations[g.readout].size
         v_out = np.zeros((n_img, ro_size))
         t0 = time.perf_counter()
-        with _quiet_stdout():
-            self._anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self._cfg)
-        self._started = True
-        try:
+        # Ctrl-C during the run: the cores wait for their slot messages, so the run is finished
+        # with idle slots (records dropped), then KeyboardInterrupt is raised and the runtime can
+        # stop cleanly.
+        with deferred_sigint() as interrupted:
+            self._started = True
+            with _quiet_stdout():
+                self._anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=self._cfg)
+            live = set()  # (core, image) slots sent with their image; only these return a record
             for e in events:
-                core, name = self.cores[e.core], names[e.core]
-                size = g.populations[name].size
+                (pi, mj), name = self.place[e.core], names[e.core]
+                core, size = self.cores[pi], g.populations[name].size
                 if e.kind == 0:
-                    msg = msgs[name][e.image] if e.image >= 0 else idle_message(size)
-                    core.host_in.external_pipe_csp_send_port.send(msg)
-                else:
-                    data = core.host_out.external_pipe_csp_recv_port.recv()
+                    if e.image >= 0 and not interrupted:
+                        live.add((e.core, e.image))
+                        core.send_port(mj).send(msgs[name][e.image])
+                    else:
+                        core.send_port(mj).send(idle_message(size))
+                elif (e.core, e.image) in live:
+                    data = core.recv_port(mj).recv()
                     if name == g.readout:
                         v_out[e.image] = data
                     else:
                         rec.trains.setdefault(name, np.zeros((n_img, size, T), bool))[e.image] = \
                             unpack_spikes(data, size, T)
-        finally:
             with _quiet_stdout():
                 self._anchor.wait()
+            self.steps_run += steps  # also when interrupted: the run did complete its steps
         rec.seconds = time.perf_counter() - t0
         self.seconds_running += rec.seconds
-        self.steps_run += steps
-        outside = np.array([np.asarray(c.outside.get(), np.int64) for c in self.cores])
+        per_proc = [np.asarray(c.outside.get(), np.int64) for c in self.cores]
+        outside = np.array([per_proc[pi][mj] for pi, mj in self.place])
         delta = outside - self._outside_prev
         self._outside_prev = outside
         rec.outside_in = {n: int(d[0]) for n, d in zip(names, delta)}
@@ -168,6 +238,11 @@ class LavaExecutor:
 
     def close(self) -> None:
         if self._built:
+            try:
+                if not self._started:  # Lava's stop() waits forever on a runtime that never ran:
+                    self.run_batch(torch.zeros(0, *self.graph.image_shape), torch.zeros(0, dtype=torch.long))
+            except Exception as exc:  # noqa: BLE001 - stop() below is what matters
+                print(f"warning: idle run before stopping the Lava runtime: {exc}", file=sys.stderr)
             try:
                 with _quiet_stdout():
                     self._anchor.stop()

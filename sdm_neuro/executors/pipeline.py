@@ -71,9 +71,9 @@ def host_messages(graph: Graph, x: torch.Tensor, timesteps: torch.Tensor, mode: 
         if name in cur:
             if mode == "fixed":
                 mant, exp = fixed_bias(pop, cur[name])
-                msg[:, :-1] = (mant * 2.0**exp).reshape(n_img, -1).cpu().numpy()
+                msg[:, :-1] = (mant * 2.0**exp).reshape(n_img, pop.size).cpu().numpy()
             else:
-                msg[:, :-1] = cur[name].reshape(n_img, -1).cpu().numpy()
+                msg[:, :-1] = cur[name].reshape(n_img, pop.size).cpu().numpy()
         out[name] = msg
     return out
 
