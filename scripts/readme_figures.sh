@@ -25,7 +25,9 @@ $S info models/sdm-cifar10-paper-ann.toml
 $S energy-report models/sdm-cifar10-paper.toml --no-gpu-run --out $R/paper_energy
 
 # Benchmarks.
-.venv/bin/python benchmarks/bench_deploy.py
+.venv/bin/python benchmarks/bench_deploy.py            # docs/results/deploy_bench.json
+.venv/bin/python benchmarks/bench_deploy.py --sync 20,52
+.venv/bin/python benchmarks/bench_deploy.py --kernels
 .venv/bin/python benchmarks/bench_train.py
 
 # The ablation tables (docs/ablation/ablation.md).

@@ -38,10 +38,11 @@ GAIN_SHIFT = 8
 EXACT_F32 = 2**24  # float32 sums of integers are exact below this magnitude
 # Cost model that picks the event-driven or the dense product per projection and step, in ns,
 # measured with ``benchmarks/bench_deploy.py --kernels`` on this 2-core machine (one BLAS
-# thread): scipy sparse x dense ~0.6 ns per synaptic event plus ~150 us to build the patch
-# matrix; dense BLAS ~0.05 ns per MAC plus ~50 us. Either choice gives the same result.
-EVENT_NS, EVENT_FIXED_NS = 0.6, 150e3
-DENSE_NS, DENSE_FIXED_NS = 0.05, 50e3
+# thread): scipy sparse x dense ~0.5 ns per synaptic event plus ~150 us to build the patch
+# matrix; dense (zeroed patch matrix + BLAS) ~0.12 ns per MAC plus ~50 us. Either choice gives
+# the same result.
+EVENT_NS, EVENT_FIXED_NS = 0.5, 150e3
+DENSE_NS, DENSE_FIXED_NS = 0.12, 50e3
 
 
 def wrap(x: np.ndarray, bits: int = A_IN_BITS) -> np.ndarray:
