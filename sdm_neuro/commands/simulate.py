@@ -56,10 +56,10 @@ def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, chec
     from ..energy.counters import SynOpCounter
     from ..energy.profiles import load_profile
     from ..executors.lava_executor import LavaExecutor
-    from ..interrupts import check as check_interrupt
     from ..executors.torch_executor import TorchExecutor
     from ..export.h5format import read_graph
     from ..export.resources import estimate_resources
+    from ..interrupts import check as check_interrupt
     from ..simulation import CheckedLavaModel, digits_inputs, schedule_from_betas, spikes_report, write_json
 
     check_interrupt(interrupted)
