@@ -116,6 +116,7 @@ class PipelineSimulator:
         self.prev = [np.zeros(s.size, bool) for s in self.specs]
         self.seconds_running = 0.0
         self.steps_run = 0
+        self._outside_prev: dict[int, tuple[int, int]] = {}
 
     def run_batch(self, x: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, BatchRecord]:
         g, T = self.graph, self.graph.T
@@ -151,7 +152,9 @@ class PipelineSimulator:
         self.seconds_running += rec.seconds
         self.steps_run += steps
         self.k += steps
-        for c, core in enumerate(self.cores):
-            rec.outside_in[self.names[c]] = core.outside_in
-            rec.outside_out[self.names[c]] = core.outside_out
+        for c, core in enumerate(self.cores):  # this batch's counts, as LavaExecutor reports them
+            before_in, before_out = self._outside_prev.get(c, (0, 0))
+            rec.outside_in[self.names[c]] = core.outside_in - before_in
+            rec.outside_out[self.names[c]] = core.outside_out - before_out
+            self._outside_prev[c] = (core.outside_in, core.outside_out)
         return decode_readout(g, out_v, self.mode), rec
