@@ -98,11 +98,9 @@ class ConvSynapses:
         self.c_in, self.c_out, self.kk, self.hw_in, self.hw_out = c_in, c_out, k * k, h * w, ho * wo
         self.out_shape = (c_out, ho, wo)
         wmat = np.ascontiguousarray(np.asarray(weight, np.float64).transpose(1, 2, 3, 0).reshape(c_in * k * k, c_out))
-        # float32 products are exact in fixed point while every partial sum stays below 2**24.
-        exact32 = (not fixed) or float(np.abs(wmat).sum(axis=0).max(initial=0.0)) < EXACT_F32
-        self.dtype = np.float32 if exact32 and fixed else np.float64
-        if not fixed:
-            self.dtype = np.float64
+        # Fixed point: float32 products are exact while every partial sum stays below 2**24.
+        exact32 = float(np.abs(wmat).sum(axis=0).max(initial=0.0)) < EXACT_F32
+        self.dtype = np.float32 if fixed and exact32 else np.float64
         self.wmat = wmat.astype(self.dtype)
         self.dense_cost = DENSE_FIXED_NS + DENSE_NS * self.hw_out * c_in * k * k * c_out
         self.events = 0  # synaptic events of the last apply (patch entries x C_out)
