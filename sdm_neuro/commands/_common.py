@@ -7,11 +7,3 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
-
-
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -22,6 +22,7 @@ from torch import nn
 from ..card import ModelCard
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
+from ..devices import select_device
 from ..diffusion import NoiseSchedule
 from ..errors import SdmError
 from ..models import build_model
@@ -113,7 +114,7 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
         if torch.cuda.is_available():
             torch.cuda.set_device(local)
         device = device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(device)
     torch.manual_seed(seed + rank)
 
     data = load_dataset(tr.dataset, tr.data_path, card.model.image_size, card.model.in_channels)
