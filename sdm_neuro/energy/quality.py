@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import resolve_model
 from ..counting.spikes_file import read_json
 from ..errors import SdmError
 
 
 def read_quality(paths: list[str | Path], default_steps: int) -> list[dict]:
     """Points from ``evaluate --json-out`` files: FID (vs held-out), steps, and which model kind."""
-    from ..checkpoint import resolve_model
-
     points = []
     for path in paths:
         path = Path(path)

@@ -20,9 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..counting.macs import count_macs, graph_dense_macs, graph_host_macs
+from ..counting.spikes_file import check_spikes_match, read_spikes, summarise_counts
+from ..counting.torch_counts import count_spikes_torch
 from ..errors import SdmError
 from ..hardware.profiles import HardwareProfile, load_profile
+from ..models import build_model
+from ..models.paper_config import is_paper_config
+from ..samplers import make_sampler
+from .comparison import headline
+from .event_model import DeployedEvents, profile_section
+from .paper import paper_anchor
+from .quality import read_quality
 from .subject import Subject, load_subject, resolve_ann
+from .timing import timed_runs
 
 REPORT_FORMAT = "sdm-neuro-energy-report/2"
 DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")
@@ -95,12 +106,8 @@ def _check_args(n_images: int, steps: int, profiles) -> list[HardwareProfile]:
 
 
 def mac_stage(sub: Subject, ann_ref: str | None, count_temb: bool, notes: list) -> MacSection:
-    from ..counting.macs import count_macs, graph_dense_macs, graph_host_macs
-
     snn_macs = None
     if sub.card is not None:
-        from ..models import build_model
-
         model = sub.model if sub.model is not None else build_model(sub.card)
         snn_macs = count_macs(model, sub.card.model.image_size, sub.card.model.in_channels)
     ann_model, ann_card, ann_trained, ann_how = resolve_ann(sub, ann_ref)
@@ -134,9 +141,6 @@ def mac_stage(sub: Subject, ann_ref: str | None, count_temb: bool, notes: list) 
 def count_stage(sub: Subject, spikes_json, solver: str, steps: int, n_images: int, seed: int, count_inputs: str,
                 evals_per_image: int, cross_check: bool, notes: list) -> tuple[dict | None, dict | None]:
     """(counts section, raw spikes dict) or (None, None) without firing rates."""
-    from ..counting.spikes_file import check_spikes_match, read_spikes, summarise_counts
-    from ..counting.torch_counts import count_spikes_torch
-
     spikes, cross = None, None
     if spikes_json is not None:
         spikes = read_spikes(spikes_json)
@@ -181,12 +185,6 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
                   quality: list[str | Path] | None = None, onnx: bool = True, cross_check: bool = True,
                   warmup: int = 1, repeats: int = 3) -> dict:
     """Build the energy report dict (schema: docs/energy_report.md). See the module docstring."""
-    from ..samplers import make_sampler
-    from .comparison import headline
-    from .event_model import DeployedEvents, profile_section
-    from .paper import paper_anchor
-    from ..models.paper_config import is_paper_config
-
     profs = _check_args(n_images, steps, profiles)
     if warmup < 0 or repeats < 1:
         raise SdmError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
@@ -206,8 +204,6 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
                 for p in profs}
 
     if gpu_run:
-        from .timing import timed_runs
-
         timing = timed_runs(sub, (macs.ann_model, macs.ann_card, macs.ann_trained), solver, steps, n_images, seed, device, profs,
                             dense, onnx=onnx, warmup=warmup, repeats=repeats)
     else:
@@ -245,8 +241,6 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
 
 def quality_points(paths, evals_per_image: int, energy: dict, profile: str) -> list[dict]:
     """FID points from `evaluate` files, each with its energy per image on ``profile``."""
-    from .quality import read_quality
-
     pts = read_quality(paths, evals_per_image)
     pe = energy["per_evaluation"]
     for p in pts:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import torch
 
+from ..card import card_from_dict, load_card
+from ..checkpoint import load_model
+from ..diffusion import NoiseSchedule
 from ..errors import SdmError
+from ..export.h5format import read_graph
+from ..export.lava import build_graph
+from ..models import build_model
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -33,8 +39,6 @@ class Subject:
 
 
 def _find_card(name: str, near: Path | None = None):
-    from ..card import load_card
-
     for folder in ([near] if near else []) + [MODELS_DIR]:
         p = Path(folder) / f"{name}.toml"
         if p.is_file():
@@ -43,12 +47,8 @@ def _find_card(name: str, near: Path | None = None):
 
 
 def load_subject(ref: str | Path) -> Subject:
-    from ..checkpoint import load_model
-    from ..diffusion import NoiseSchedule
-
     ref = str(ref)
     if Path(ref).suffix in (".h5", ".hdf5"):
-        from ..export.h5format import read_graph
 
         graph, info = read_graph(ref)
         sub = Subject(ref, "export", graph=graph, schedule=NoiseSchedule.from_betas(info["betas"]), info=info, trained=True)
@@ -75,8 +75,6 @@ def load_subject(ref: str | Path) -> Subject:
         sub.notes.append("untrained card (no checkpoint): no counting run and no bias-map MACs here; firing "
                          "rates only from --spikes (or give a trained checkpoint or an export)")
     else:
-        from ..export.lava import build_graph
-
         sub.graph = build_graph(model, card)
         sub.info = {"checkpoint_step": int(ckpt.get("step", 0))}
     return sub
@@ -84,8 +82,6 @@ def load_subject(ref: str | Path) -> Subject:
 
 def ann_twin_card(card):
     """The ANN twin of a spiking card: same architecture, ReLU, T = 1."""
-    from ..card import card_from_dict
-
     d = card.to_dict()
     d["model"].update({"kind": "ann", "T": 1, "name": f"{card.model.name}-ann-twin"})
     return card_from_dict(d)
@@ -93,9 +89,6 @@ def ann_twin_card(card):
 
 def resolve_ann(subject: Subject, ann_ref: str | None):
     """(ANN model, card, trained, how it was found) or (None, None, False, reason)."""
-    from ..checkpoint import load_model
-    from ..models import build_model
-
     if ann_ref:
         model, card, ckpt = load_model(ann_ref, require_trained=False)
         if card.model.kind != "ann":

@@ -17,8 +17,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..devices import select_device
 from ..errors import SdmError
+from ..executors.torch_executor import TorchExecutor
 from ..hardware.profiles import HardwareProfile
+from ..samplers import make_sampler
 
 RAPL_ROOT = Path("/sys/class/powercap")
 
@@ -158,9 +161,7 @@ def timed_runs(subject, ann, solver: str, steps: int, n: int, seed: int, device:
                repeats: int = 3) -> dict:
     """Time the same sampling job (``n`` images, ``solver`` x ``steps``) for the SNN, the ANN twin
     and the fixed-point executor of the export (PyTorch; onnxruntime for the models)."""
-    from ..devices import select_device
-    from ..export.onnx_export import export_module_onnx, onnx_session
-    from ..samplers import make_sampler
+    from ..export.onnx_export import export_module_onnx, onnx_session  # onnx: heavy, only when timing
 
     dev = select_device(device)
     meter = NvmlMeter(dev) if dev.type == "cuda" else RaplMeter()
@@ -208,8 +209,6 @@ def timed_runs(subject, ann, solver: str, steps: int, n: int, seed: int, device:
     elif ann[0] is not None:
         out["skipped"].append("ANN: the SNN is an untrained card on the CPU (timing skipped as for the SNN)")
     if subject.graph is not None:
-        from ..executors.torch_executor import TorchExecutor
-
         ex = TorchExecutor(subject.graph, "fixed", dev)
         record("snn-executor-fixed", "pytorch (fixed-point executor of the export graph, float64)", subject.name,
                "deployed (quantised)", dense_macs.get("graph"), ex.eps_model(), tuple(subject.graph.image_shape))
