@@ -21,9 +21,14 @@ CPU_ESTIMATE_PROFILE = "cmos45nm"
 
 
 def _pick(profiles: list[HardwareProfile], kind: str, default: str) -> HardwareProfile:
+    """``default`` from the report's profiles (or loaded); for a GPU, else the first GPU profile given."""
     for p in profiles:
-        if p.kind == kind and (kind != "neuromorphic" or p.name == default):
+        if p.name == default:
             return p
+    if kind == "gpu":
+        for p in profiles:
+            if p.kind == "gpu":
+                return p
     return load_profile(default)
 
 

@@ -146,6 +146,8 @@ def _savefig(fig, path: Path) -> None:
 
 
 def _plot_headline(plt, r: dict, path: Path) -> None:
+    from matplotlib.patches import Patch
+
     rows = r["headline"]["rows"]
     labels = [f"{x['run']}\n{x['network']}" for x in rows]
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.7 * len(rows) + 1.8))
@@ -155,19 +157,20 @@ def _plot_headline(plt, r: dict, path: Path) -> None:
         for i, x in enumerate(rows):
             v = x[key]
             if v is None:
-                ax.text(0.02, i, "not modelled", va="center", fontsize=7, transform=ax.get_yaxis_transform())
+                steps = x.get("lava_steps_per_image")
+                ax.text(0.02, i, "not modelled" + (f" ({steps:,.0f} Lava steps)" if steps else ""), va="center",
+                        fontsize=7, transform=ax.get_yaxis_transform())
                 continue
             est = x[basis].startswith("estimate")
             ax.barh(i, v, color="tab:gray" if est else "tab:blue", hatch="//" if est else None)
         ax.set_yticks(y)
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows), fontsize=7)
-        ax.invert_yaxis()
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top, rows without a bar keep their place
         if any(x[key] for x in rows):
             ax.set_xscale("log")
         ax.set_title(title, fontsize=9)
-    axes[0].bar([], [], color="tab:blue", label="measured")
-    axes[0].bar([], [], color="tab:gray", hatch="//", label="estimate")
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(handles=[Patch(color="tab:blue", label="measured"),
+                            Patch(facecolor="tab:gray", hatch="//", label="estimate")], fontsize=7, loc="lower right")
     fig.suptitle(f"{r['input']['model']}: one sampling job ({r['sampling']['solver']} x "
                  f"{r['sampling']['evaluations_per_image']}, {r['sampling']['images']} images)", fontsize=10)
     fig.tight_layout()
