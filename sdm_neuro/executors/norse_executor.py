@@ -94,4 +94,5 @@ def compare_trains(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> di
     return {"neuron_steps_compared": compared, "spike_mismatches": mism,
             "agreement_rate": 1.0 - mism / max(1, compared),
             "spikes": {"reference": sum(int(b[n].sum()) for n in b), "norse": sum(int(a[n].sum()) for n in a)},
-            "mismatches_per_population": per_pop}
+            "mismatches_per_population": per_pop,
+            "spikes_per_population": {n: int(b[n].sum()) for n in b}}

@@ -70,8 +70,7 @@ def to_nir(graph: Graph, metadata: dict):
     import nir
 
     layout = graph.meta.get("layout", "chw")
-    factor = int(graph.meta.get("phase_factor", 1))
-    fine = {n for n, p in graph.populations.items() if factor > 1 and tuple(p.shape[1:]) == tuple(graph.image_shape[1:])}
+    fine = set(graph.meta.get("phase_populations", []))
     nodes, edges = {}, []
     c, h, w = graph.image_shape
     nodes["input"] = nir.Input(input_type={"input": np.array([c, h, w])}, metadata={"layout": layout})
@@ -91,11 +90,13 @@ def to_nir(graph: Graph, metadata: dict):
             nodes[f"host_to_{name}"] = _conv(nir, m[:, :, None, None], (h, w), 1, 0, pop.bias, "host map")
             edges += [("head", f"host_to_{name}"), (f"host_to_{name}", name)]
             biased.add(name)
-        shape = np.array(pop.shape)
+        c, hh, ww = pop.shape
+        r = int(graph.meta.get("phase_factor", 1)) if name in fine else 1
+        chw = np.array([c // (r * r), hh * r, ww * r])  # the map's (C, H, W) before the layout
         nodes[name] = nir.IF(r=np.ones(pop.shape, np.float32),
                              v_threshold=np.full(pop.shape, pop.threshold, np.float32),
                              v_reset=np.zeros(pop.shape, np.float32),
-                             metadata={"layout": "phase2" if name in fine else "chw", "shape": shape})
+                             metadata={"layout": "phase2" if name in fine else "chw", "chw_shape": chw})
     for p in graph.projections:
         if p.transposed:
             raise SdmError(f"NIR export: projection {p.name} is a transposed conv, which NIR cannot hold")

@@ -43,7 +43,7 @@ def conv_to_phase(w: np.ndarray, stride: int, padding: int, r_src: int, r_dst: i
     k = w.shape[-1]
     # pixel offset s*a + u - p on the source grid = r_src * block offset + source phase
     taps = [(a, u, *divmod(stride * a + u - padding, r_src)) for a in range(r_dst) for u in range(k)]
-    return _fill(w, taps, r_src, r_dst, transposed=False)
+    return _fill(w, taps, r_src, r_dst)
 
 
 def transposed_to_phase(w: np.ndarray, stride: int, padding: int) -> tuple[np.ndarray, int]:
@@ -56,10 +56,10 @@ def transposed_to_phase(w: np.ndarray, stride: int, padding: int) -> tuple[np.nd
             d, rem = divmod(a + padding - u, stride)  # out block Y, phase a reads in[Y + d]
             if rem == 0:
                 taps.append((a, u, d, 0))
-    return _fill(w, taps, 1, stride, transposed=True)
+    return _fill(w, taps, 1, stride)
 
 
-def _fill(w, taps, r_src, r_dst, transposed):
+def _fill(w, taps, r_src, r_dst):
     """Scatter taps (dst phase a, tap u, block offset d, src phase i) per axis into a block kernel."""
     offsets = [t[2] for t in taps]
     pad = max(-min(offsets), max(offsets))
@@ -80,6 +80,7 @@ def to_phase_layout(graph: Graph) -> Graph:
     g = copy.deepcopy(graph)
     g.meta["layout"] = "chw"
     g.meta["phase_factor"] = 1
+    g.meta["phase_populations"] = []
     if not levels:
         return g
     if len(levels) > 1:
@@ -125,6 +126,7 @@ def to_phase_layout(graph: Graph) -> Graph:
     g.host.readout_bias = np.repeat(g.host.readout_bias, R * R).astype(np.float32)
     g.meta["layout"] = "phase2"
     g.meta["phase_factor"] = R
+    g.meta["phase_populations"] = [n for n in g.populations if n in phase]  # stored as (4C, H/2, W/2)
     return g
 
 
