@@ -33,18 +33,17 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _round_trip(model, card, timestep, x, path):
+def _round_trip(model, card, timestep, x, path, max_levels=1):
     """Export to ``path``, read it back, run norse and the float executor; -> (comparison, stored, eps diff)."""
-    baked, stored, g = nir_graph_from_model(model, card, timestep)
+    baked, stored, g = nir_graph_from_model(model, card, timestep, max_levels=max_levels)
     write_nir(g, path)
     back = nir.read(path)
     factor = int(back.metadata["phase_factor"])
     run = NorseNetwork(back, int(back.metadata["T"])).run(to_layout(x.double(), factor))
     eps_ref, rec = TorchExecutor(baked, "float", float_dtype=torch.float64).run(
         x, torch.full((len(x),), timestep), keep_trains=True)
-    trains = {n: trains_from_layout(tr, stored.populations[n].shape,
-                                    factor if stored.populations[n].shape != baked.populations[n].shape else 1)
-              for n, tr in run.trains.items()}
+    factors = stored.meta["phase_factors"]
+    trains = {n: trains_from_layout(tr, stored.populations[n].shape, factors.get(n, 1)) for n, tr in run.trains.items()}
     bias = torch.from_numpy(np.asarray(back.metadata["readout_bias"], np.float64))[None, :, None, None]
     eps = from_layout(run.out_sum / baked.T * float(back.metadata["readout_scale"]) + bias, factor)
     return compare_trains(trains, rec.trains), stored, float((eps - eps_ref.double()).abs().max()), back
@@ -70,16 +69,18 @@ def test_shipped_digits_model_round_trip(tmp_path):
     (2, {"base_channels": 6, "num_res_blocks": 2, "T": 3}, 731),
     (3, {"image_size": 12, "channel_mult": [1, 3], "T": 2}, 999),
     (4, {"channel_mult": [1]}, 250),  # no upsampling: stored as (C, H, W)
+    (5, {"channel_mult": [1, 2, 2]}, 500),  # two levels, only with --max-upsampling-levels 2
 ])
-def test_random_one_upsample_graphs_round_trip(tmp_path, seed, kw, timestep):
+def test_random_unet_graphs_round_trip(tmp_path, seed, kw, timestep):
     model, card = tiny_model(seed, **kw)
     size = card.model.image_size
     x = torch.randn(4, 1, size, size, generator=torch.Generator().manual_seed(seed)) * 1.5
-    cmp, stored, deps, _ = _round_trip(model, card, timestep, x, tmp_path / "g.nir")
+    levels = len(card.model.channel_mult) - 1
+    cmp, stored, deps, _ = _round_trip(model, card, timestep, x, tmp_path / "g.nir", max_levels=levels)
     assert cmp["spike_mismatches"] == 0, cmp["mismatches_per_population"]
     assert deps < 1e-5
     fine = [n for n in stored.meta["phase_populations"] or stored.populations if stored.populations[n].kind == "if"]
-    assert stored.meta["layout"] == ("chw" if kw.get("channel_mult") == [1] else "phase2")
+    assert stored.meta["layout"] == {0: "chw", 1: "phase2", 2: "phase4"}[levels]
     assert not any(p.transposed for p in stored.projections)
     # the check means something: the full-resolution (phase-layout) populations do fire
     assert fine and sum(cmp["spikes_per_population"][n] for n in fine) > 0

@@ -15,7 +15,8 @@ One diffusion timestep is baked in (NIR has no per-timestep table). The NIR grap
     eps = readout_scale * mean over T + readout_bias (graph metadata).
 
 With one upsampling level, every fine-resolution map is stored in phase layout (``phase_layout``).
-Refused with one line: more upsampling levels, TSM's per-step gains, Loihi fixed point.
+Refused with one line: more upsampling levels (unless asked for: channels x 4 and kernels x 16 per
+level), TSM's per-step gains, Loihi fixed point.
 """
 from __future__ import annotations
 
@@ -70,7 +71,6 @@ def to_nir(graph: Graph, metadata: dict):
     import nir
 
     layout = graph.meta.get("layout", "chw")
-    fine = set(graph.meta.get("phase_populations", []))
     nodes, edges = {}, []
     c, h, w = graph.image_shape
     nodes["input"] = nir.Input(input_type={"input": np.array([c, h, w])}, metadata={"layout": layout})
@@ -91,12 +91,12 @@ def to_nir(graph: Graph, metadata: dict):
             edges += [("head", f"host_to_{name}"), (f"host_to_{name}", name)]
             biased.add(name)
         c, hh, ww = pop.shape
-        r = int(graph.meta.get("phase_factor", 1)) if name in fine else 1
+        r = int(graph.meta.get("phase_factors", {}).get(name, 1))
         chw = np.array([c // (r * r), hh * r, ww * r])  # the map's (C, H, W) before the layout
         nodes[name] = nir.IF(r=np.ones(pop.shape, np.float32),
                              v_threshold=np.full(pop.shape, pop.threshold, np.float32),
                              v_reset=np.zeros(pop.shape, np.float32),
-                             metadata={"layout": "phase2" if name in fine else "chw", "chw_shape": chw})
+                             metadata={"layout": f"phase{r}" if r > 1 else "chw", "chw_shape": chw})
     for p in graph.projections:
         if p.transposed:
             raise SdmError(f"NIR export: projection {p.name} is a transposed conv, which NIR cannot hold")
@@ -132,10 +132,11 @@ def nir_metadata(graph: Graph, image_shape, betas: np.ndarray, extra: dict) -> d
         "image_shape": np.array(image_shape),
         "layout": layout,
         "phase_factor": int(graph.meta.get("phase_factor", 1)),
-        "layout_rule": ("chw: maps are (C, H, W). phase2: maps at the input resolution are stored as "
-                        "(4C, H/2, W/2) = pixel_unshuffle(map, 2), channel c*4 + i*2 + j holding pixel "
-                        "(2y+i, 2x+j); the host feeds pixel_unshuffle(x_t, 2) and reads pixel_shuffle(eps, 2); "
-                        "each IF node's metadata gives its layout"),
+        "layout_rule": ("chw: a map is stored as (C, H, W). phaseR (R = 2, or 2^L for L upsampling levels): a "
+                        "map is stored as (R^2 C, H/R, W/R) = pixel_unshuffle(map, R), channel c*R^2 + i*R + j "
+                        "holding pixel (R*y + i, R*x + j); the input and output use the graph's layout (the host "
+                        "feeds pixel_unshuffle(x_t, R) and reads pixel_shuffle(eps, R)); each IF node's metadata "
+                        "gives its own layout and its (C, H, W) shape"),
         "readout": "eps = readout_scale * (sum over the T steps of output) / T + readout_bias (per channel of "
                    "the output, in the output's layout), then undo the layout",
         "readout_scale": float(graph.host.readout_scale),
@@ -152,7 +153,8 @@ def write_nir(nir_graph, out: str | Path) -> None:
         nir.write(tmp, nir_graph)
 
 
-def nir_graph_from_model(model, card, timestep: int, threshold_scale: float = 1.0, extra: dict | None = None):
+def nir_graph_from_model(model, card, timestep: int, threshold_scale: float = 1.0, extra: dict | None = None,
+                         max_levels: int | None = 1):
     """(baked float graph in normal layout, the same in storage layout, nir.NIRGraph)."""
     from ..diffusion import NoiseSchedule
     from .lowering import lower_model
@@ -166,7 +168,7 @@ def nir_graph_from_model(model, card, timestep: int, threshold_scale: float = 1.
     finally:
         model.set_threshold_scale(1.0)
     baked = bake_timestep(graph, timestep)
-    stored = to_phase_layout(baked)
+    stored = to_phase_layout(baked, max_levels)
     betas = NoiseSchedule.from_card(card).betas.numpy()
     meta = nir_metadata(stored, baked.image_shape, betas, {"model": card.model.name,
                                                             "threshold_scale": float(threshold_scale),
@@ -174,7 +176,7 @@ def nir_graph_from_model(model, card, timestep: int, threshold_scale: float = 1.
     return baked, stored, to_nir(stored, meta)
 
 
-def _weights(graph: Graph) -> int:
+def conv_weight_count(graph: Graph) -> int:
     """Conv weights the NIR graph of ``graph`` holds (head, host maps, projections)."""
     host = sum(p.host_map.size if p.host_map is not None else p.shape[0] * graph.host.head_weight.shape[0]
                for p in graph.spiking if p.host_map is not None or not graph.incoming(p.name))
@@ -182,7 +184,7 @@ def _weights(graph: Graph) -> int:
 
 
 def export_nir(model_ref: str | Path, out: str | Path | None = None, timestep: int | None = None,
-               threshold_scale: float = 1.0) -> dict:
+               threshold_scale: float = 1.0, max_levels: int = 1) -> dict:
     """Export MODEL (checkpoint or card) at one diffusion timestep (default num_steps // 2) to ``out``
     (default ``export/NAME.nir``); returns a summary."""
     import nir
@@ -200,8 +202,10 @@ def export_nir(model_ref: str | Path, out: str | Path | None = None, timestep: i
     t = num_steps // 2 if timestep is None else int(timestep)
     if not 0 <= t < num_steps:
         raise SdmError(f"--timestep must be in 0..{num_steps - 1}, got {t}")
+    if max_levels < 0:
+        raise SdmError(f"--max-upsampling-levels must be >= 0, got {max_levels}")
     baked, stored, g = nir_graph_from_model(model, card, t, threshold_scale,
-                                        {"checkpoint_step": int(ckpt.get("step", 0))})
+                                            {"checkpoint_step": int(ckpt.get("step", 0))}, max_levels)
     write_nir(g, out)
     back = nir.read(out)  # validates (type check) what was written
     weights = sum(int(n.weight.size) for n in back.nodes.values() if isinstance(n, nir.Conv2d))
@@ -210,6 +214,6 @@ def export_nir(model_ref: str | Path, out: str | Path | None = None, timestep: i
         "layout": stored.meta["layout"], "nodes": len(back.nodes), "edges": len(back.edges),
         "if_nodes": sum(isinstance(n, nir.IF) for n in back.nodes.values()),
         "neurons": sum(p.size for p in stored.spiking), "conv_weights": weights,
-        "conv_weights_chw_layout": _weights(baked),
+        "conv_weights_chw_layout": conv_weight_count(baked),
         "threshold_scale": threshold_scale, "nir_version": nir.version, "bytes": Path(out).stat().st_size,
     }
