@@ -92,8 +92,35 @@ def dense_linear_weights(graph) -> int:
                    for p in graph.projections if p.dst in after))
 
 
+def from_nir_check(back, x, reference: dict, stored, factors) -> dict:
+    """The same file through ``norse.torch.from_nir`` (norse 1.1.0: the deprecated, depth-first
+    ``nirtorch.load``): spike mismatches against the float executor, and what it returns."""
+    import norse.torch
+    import torch
+
+    from sdm_neuro.executors.norse_executor import compare_trains, trains_from_layout
+
+    old = norse.torch.from_nir(back).double()
+    now: dict = {}
+    names = [n for n in reference]
+    for n in names:
+        old.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: now.__setitem__(n, o[0].flatten(1) > 0))
+    state, steps = None, {n: [] for n in names}
+    with torch.no_grad():
+        for _ in range(stored.T):
+            y, state = old(x, state)
+            for n in names:
+                steps[n].append(now[n])
+    trains = {n: trains_from_layout(torch.stack(s, -1), stored.populations[n].shape, factors[n]) for n, s in steps.items()}
+    cmp = compare_trains(trains, reference)
+    return {"spike_mismatches": cmp["spike_mismatches"], "neuron_steps": cmp["neuron_steps_compared"],
+            "populations_wrong": sum(1 for v in cmp["mismatches_per_population"].values() if v),
+            "returned_shape": list(y.shape[1:]), "output_shape": list(stored.populations[stored.readout].shape)}
+
+
 def measure(name: str, run_norse: bool) -> dict:
     import nir
+    import numpy as np
     import torch
 
     from sdm_neuro.executors.norse_executor import NorseNetwork, compare_trains, to_layout, trains_from_layout
@@ -119,6 +146,8 @@ def measure(name: str, run_norse: bool) -> dict:
         return row
     stored = to_phase_layout(baked, max_levels=None)
     assert conv_weight_count(stored) == row["conv_weights_phase"]  # the count matches the built graph
+    nonzero = sum(int(np.count_nonzero(p.weight)) for p in stored.projections)
+    row["phase_projection_weights_zero_fraction"] = round(1 - nonzero / sum(p.weight.size for p in stored.projections), 3)
     g = to_nir(stored, nir_metadata(stored, baked.image_shape, [0.0] * card.diffusion.num_steps, {}))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "g.nir"
@@ -136,6 +165,7 @@ def measure(name: str, run_norse: bool) -> dict:
             cmp = compare_trains(trains, rec.trains)
             row["norse_check"] = {"images": 2, "neuron_steps": cmp["neuron_steps_compared"],
                                   "spikes": cmp["spikes"]["reference"], "spike_mismatches": cmp["spike_mismatches"]}
+            row["norse_from_nir_check"] = from_nir_check(back, to_layout(x.double(), r), rec.trains, stored, factors)
     return row
 
 

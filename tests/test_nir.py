@@ -233,3 +233,17 @@ def test_bake_refuses_fixed_point_and_gains():
     g.populations["b"].gain = np.ones(4, np.float32)
     with pytest.raises(SdmError, match="TSM"):
         bake_timestep(g, 0)
+
+
+def test_threshold_scale_and_timestep_are_baked():
+    model, card = tiny_model(6)
+    _, stored, g = nir_graph_from_model(model, card, 10, threshold_scale=0.99)
+    ifs = [n for n in g.nodes.values() if isinstance(n, nir.IF)]
+    assert ifs and all(np.all(n.v_threshold == np.float32(0.99)) for n in ifs)
+    assert g.metadata["threshold_scale"] == 0.99 and g.metadata["diffusion_timestep"] == 10
+    _, _, g2 = nir_graph_from_model(model, card, 11)
+    # the time-embedding row differs between timesteps, and it sits in the convs' biases
+    b10 = np.concatenate([n.bias for n in g.nodes.values() if isinstance(n, nir.Conv2d)])
+    b11 = np.concatenate([n.bias for n in g2.nodes.values() if isinstance(n, nir.Conv2d)])
+    assert b10.shape == b11.shape and not np.array_equal(b10, b11)
+    assert all(np.all(n.v_threshold == 1.0) for n in g2.nodes.values() if isinstance(n, nir.IF))
