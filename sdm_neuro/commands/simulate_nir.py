@@ -55,7 +55,8 @@ def simulate_nir(path, timestep, n, seed, out_dir, threads) -> None:
     from ..executors.norse_executor import NorseNetwork, compare_trains, from_layout, to_layout
     from ..executors.torch_executor import TorchExecutor
     from ..export.nir_import import graph_from_nir, read_nir
-    from ..simulation import schedule_from_betas, write_json
+    from ..diffusion import NoiseSchedule
+    from ..simulation import write_json
 
     g = read_nir(path)
     meta = g.metadata
@@ -65,7 +66,7 @@ def simulate_nir(path, timestep, n, seed, out_dir, threads) -> None:
                        f"export (sdm-neuro export --target nir --timestep {timestep})")
     graph = graph_from_nir(g)
     factor = int(meta["phase_factor"])
-    schedule = schedule_from_betas(meta["betas"])
+    schedule = NoiseSchedule(torch.from_numpy(np.asarray(meta["betas"], np.float64)))
     x, noise = _inputs(tuple(int(v) for v in meta["image_shape"]), schedule, n, t, seed)
     x = x.double()
     t0 = time.perf_counter()
