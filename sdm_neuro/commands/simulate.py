@@ -37,7 +37,12 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     """Run an export file as a network of Lava processes (Loihi 2 simulation on the CPU).
 
     Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
+    A .nir file (export --target nir) is run by norse instead: one step at its baked timestep.
     """
+    if Path(export_file).suffix == ".nir":
+        from .simulate_nir import simulate_nir
+
+        return simulate_nir(export_file, timestep, n, seed, out_dir, threads)
     from ..interrupts import deferred_sigint
 
     # Ctrl-C is recorded and raised at safe points only (after the imports, between Lava batch
