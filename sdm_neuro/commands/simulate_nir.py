@@ -21,21 +21,6 @@ from ._common import set_threads
 _LAVA_ONLY = ("mode", "solver", "steps", "threshold_scale", "profile", "lava_processes", "check")
 
 
-def _inputs(image_shape, schedule, n: int, timestep: int, seed: int):
-    """(x_t, noise) for ``n`` held-out digits, drawn exactly as ``simulation.digits_inputs``."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    if tuple(image_shape) == (1, 8, 8):
-        from ..data.datasets import digits
-
-        x0 = digits("held-out")[0][:n]
-    else:
-        x0 = torch.rand((n, *image_shape), generator=g) * 2 - 1
-    noise = torch.randn(x0.shape, generator=g)
-    return schedule.q_sample(x0, torch.full((len(x0),), timestep), noise), noise
-
-
 def simulate_nir(path, timestep, n, seed, out_dir, threads) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
@@ -55,6 +40,7 @@ def simulate_nir(path, timestep, n, seed, out_dir, threads) -> None:
     from ..executors.norse_executor import NorseNetwork, compare_trains, from_layout, to_layout
     from ..executors.torch_executor import TorchExecutor
     from ..export.nir_import import graph_from_nir, read_nir
+    from ..data.noised import noised_inputs
     from ..diffusion import NoiseSchedule
     from ..simulation import write_json
 
@@ -67,7 +53,7 @@ def simulate_nir(path, timestep, n, seed, out_dir, threads) -> None:
     graph = graph_from_nir(g)
     factor = int(meta["phase_factor"])
     schedule = NoiseSchedule(torch.from_numpy(np.asarray(meta["betas"], np.float64)))
-    x, noise = _inputs(tuple(int(v) for v in meta["image_shape"]), schedule, n, t, seed)
+    x, noise = noised_inputs(tuple(int(v) for v in meta["image_shape"]), schedule, n, t, seed, return_noise=True)
     x = x.double()
     t0 = time.perf_counter()
     net = NorseNetwork(g, graph.T)
