@@ -23,7 +23,7 @@ trained by ``sdm_neuro.training.train`` (Adam, warm-up, clip, EMA, BN recalibrat
 writes ``model.pt`` (EMA weights) every ``checkpoint_every`` steps and at the end.
 
 Files under ``--out`` (7, each under 16 MiB; the 17 MB training state ``latest.pt`` is moved
-to ``--work`` when a model is done):
+to ``--work`` when a model is done, as is the export):
   snn/model.pt, snn/train_log.jsonl, ann/model.pt, ann/train_log.jsonl
   samples_snn.npz, samples_ann.npz   DDIM samples (seed 0) for ``sdm-neuro evaluate --samples``
   results.json                        environment, training, timings; rewritten after each phase
@@ -37,6 +37,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def sampling_throughput(net, card, device: str, n: int, steps: int, batch_size: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu_fmnist")
-    ap.add_argument("--work", default=None, help="scratch folder (default: a folder beside --out named *.work)")
+    ap.add_argument("--work", default=None, help="scratch folder for latest.pt and the export (default: a new temp folder)")
     ap.add_argument("--data-path", default=None, help="Fashion-MNIST idx folder (default: the cards' data_path)")
     ap.add_argument("--max-minutes", type=float, default=8.0, help="wall-time budget of the whole script")
     ap.add_argument("--snn-share", type=float, default=0.7, help="share of the training time for the SNN")
@@ -168,7 +169,7 @@ def main() -> None:
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True
     out = Path(args.out)
-    work = Path(args.work) if args.work else out.parent / (out.name + ".work")
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sdm-gpu-fmnist-"))
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     budget = args.max_minutes

@@ -60,6 +60,7 @@ class DigitsClassifier(nn.Module):
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(feature_dim, num_classes)
         self.feature_dim = feature_dim
+        self.width = width
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (post-ReLU) features, (N, feature_dim)."""
@@ -74,7 +75,7 @@ class FashionClassifier(nn.Module):
 
     input_shape = (1, 32, 32)
 
-    def __init__(self, width: int = 32, feature_dim: int = FASHION_FEATURE_DIM, num_classes: int = NUM_CLASSES):
+    def __init__(self, width: int = 24, feature_dim: int = FASHION_FEATURE_DIM, num_classes: int = NUM_CLASSES):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -88,6 +89,7 @@ class FashionClassifier(nn.Module):
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(feature_dim, num_classes)
         self.feature_dim = feature_dim
+        self.width = width
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (post-ReLU) features, (N, feature_dim)."""
@@ -190,6 +192,7 @@ def train_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, epochs:
         "train_accuracy": round(accuracy(model, x_tr, y_tr), 4),
         "held_out_accuracy": round(accuracy(model, x_ho, y_ho), 4),
         "feature_dim": model.feature_dim,
+        "width": model.width,
         "seconds": round(time.time() - t0, 1),
     }
     payload = {"format": FORMAT, "state_dict": model.state_dict(), "meta": meta}
@@ -225,7 +228,10 @@ def load_classifier(path: str | Path | None = None, dataset: str | None = None) 
     if dataset is not None and kind != dataset:
         raise SdmError(f"{path} is a {kind} classifier, but the samples are {dataset} images")
     default_dim = FEATURE_DIM if kind == "digits" else FASHION_FEATURE_DIM
-    model = ARCHITECTURES[kind](feature_dim=int(meta.get("feature_dim", default_dim)))
+    kwargs = {"feature_dim": int(meta.get("feature_dim", default_dim))}
+    if "width" in meta:
+        kwargs["width"] = int(meta["width"])
+    model = ARCHITECTURES[kind](**kwargs)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -242,7 +248,7 @@ def _main() -> None:
 
     from .eval_datasets import EVAL_DATASETS
 
-    defaults = {"digits": {"epochs": 40, "batch_size": 64}, "fashion-mnist": {"epochs": 5, "batch_size": 128}}
+    defaults = {"digits": {"epochs": 40, "batch_size": 64}, "fashion-mnist": {"epochs": 3, "batch_size": 128}}
     ap = argparse.ArgumentParser(description="Train the classifier used by FID/KID for one data set.")
     ap.add_argument("--dataset", default="digits", choices=list(EVAL_DATASETS))
     ap.add_argument("--out", default=None, help="default: the shipped file of --dataset")
