@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_DIR ?= runs/main
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean fashion-mnist-data gpu-carry
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,23 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Fashion-MNIST (60,000 train / 10,000 t10k, 28x28) from Debian's package; needs root (apt-get).
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist-data:
+	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
+	@ls $(FMNIST_DIR)
+
+# Files that travel to a GPU machine for scripts/gpu_fmnist.py (both folders are git-ignored):
+# the four Fashion-MNIST .gz files in .fmnist/ (31 MB), the lava-dl wheel (installed there with --no-deps)
+# in .whl/, repacked without its test suite and pretrained YOLO weights (68 MB -> 0.2 MB).
+gpu-carry: fashion-mnist-data install
+	mkdir -p .fmnist .whl
+	cp $(FMNIST_DIR)/*-ubyte.gz .fmnist/
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --ignore-requires-python \
+		--python-version 3.12 --implementation cp --platform manylinux_2_17_x86_64 -d .whl lava-dl==0.6.0
+	$(BIN)/python scripts/slim_lava_dl_wheel.py .whl/lava_dl-0.6.0-py3-none-any.whl
+	@ls -la .fmnist .whl
 
 bench: install
 	$(BIN)/python benchmarks/bench_deploy.py

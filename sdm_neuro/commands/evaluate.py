@@ -40,8 +40,14 @@ def format_table(columns: dict[str, dict]) -> str:
               help="Threshold guidance: scales every spiking threshold (<1 inhibitory, >1 excitatory; 1.0 off).")
 @click.option("--samples", "samples_file", default=None, type=click.Path(dir_okay=False),
               help="Evaluate the samples of this .npz (from `sample`) instead of generating; MODEL is optional then.")
+@click.option("--dataset", default=None, type=click.Choice(["digits", "fashion-mnist"]),
+              help="Data set of the samples (default: the model card's training.dataset; with --samples, "
+                   "the one whose image shape the samples have).")
+@click.option("--data-path", default=None,
+              help="Fashion-MNIST folder (default: the card's training.data_path, else the Debian package's).")
 @click.option("--classifier", "classifier_path", default=None, type=click.Path(dir_okay=False),
-              help="Digits classifier file (default: models/digits-classifier.pt).")
+              help="Classifier file (default: the data set's shipped one, models/digits-classifier.pt or "
+                   "models/fmnist-classifier.pt).")
 @click.option("--kid-subset-size", type=int, default=100, show_default=True)
 @click.option("--inception-weights", default=None, type=click.Path(dir_okay=False),
               help="Also compute Inception-v3 FID from this local torch-fidelity weight file (needs torch-fidelity).")
@@ -49,11 +55,13 @@ def format_table(columns: dict[str, dict]) -> str:
 @click.option("--device", default=None, help="cpu, cuda, cuda:N for generation (default: cuda when available).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table (JSON line only).")
-def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_scale, samples_file, classifier_path,
-            kid_subset_size, inception_weights, json_out, device, threads, quiet):
-    """Sample quality of MODEL on the 8x8 digits: FID/KID in a digits classifier's feature space
-    against the held-out and the train split, classifier confidence and class coverage, and the
-    real-data floor (held-out vs train digits). The table goes to stderr, a JSON line to stdout."""
+def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_scale, samples_file, dataset,
+            data_path, classifier_path, kid_subset_size, inception_weights, json_out, device, threads, quiet):
+    """Sample quality of MODEL on its data set (8x8 digits or Fashion-MNIST 32x32): FID/KID in
+    the feature space of the data set's shipped classifier against the held-out and the train
+    split, classifier confidence and class coverage, and the real-data floor (held-out vs train
+    images). Not comparable with Inception FID (--inception-weights gives that too).
+    The table goes to stderr, a JSON line to stdout."""
     from ..errors import SdmError
 
     if samples_file is None and model is None:
@@ -66,12 +74,11 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
         raise SdmError(f"--kid-subset-size must be >= 1, got {kid_subset_size}")
     set_threads(threads)
     from ..atomic import write_text
-    from ..data.datasets import digits
     from ..evaluation.classifier import load_classifier
-    from ..evaluation.metrics import inception_fid, real_data_floor, sample_quality
+    from ..evaluation.eval_datasets import EVAL_DATASETS, eval_dataset, reference_images
+    from ..evaluation.metrics import FLOOR_MAX_TRAIN, inception_fid, real_data_floor, sample_quality
 
     t0 = time.time()
-    classifier = load_classifier(classifier_path)
     result: dict = {"model": model}
     if samples_file is not None:
         from ..evaluation.generate import load_npz_samples
@@ -79,16 +86,34 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
         x, meta = load_npz_samples(samples_file)
         result.update({"samples": str(samples_file), **{k: v for k, v in meta.items()
                                                          if k in ("solver", "steps", "seed", "threshold_scale")}})
+        if dataset is None:
+            dataset = next((k for k, d in EVAL_DATASETS.items() if tuple(x.shape[1:]) == d.shape), None)
+            if dataset is None:
+                raise SdmError(f"{samples_file}: samples of shape {tuple(x.shape[1:])} match no data set with a "
+                               f"classifier ({', '.join(f'{k} {d.shape}' for k, d in EVAL_DATASETS.items())})")
+        spec = eval_dataset(dataset)
+        classifier = load_classifier(classifier_path, dataset)
     else:
         from ..checkpoint import load_model
         from ..evaluation.generate import generate
 
         net, card, _ = load_model(model)
-        if (card.model.in_channels, card.model.image_size) != (1, 8):
-            raise SdmError(f"evaluate measures 1x8x8 digits; {model} makes {card.model.in_channels}x"
-                           f"{card.model.image_size}x{card.model.image_size} images")
+        dataset = dataset or card.training.dataset
+        spec = eval_dataset(dataset)
+        made = (card.model.in_channels, card.model.image_size, card.model.image_size)
+        if made != spec.shape:
+            raise SdmError(f"evaluate measures {dataset} as {'x'.join(map(str, spec.shape))} images; {model} makes "
+                           f"{'x'.join(map(str, made))} images")
+        if data_path is None and dataset == card.training.dataset:
+            data_path = card.training.data_path or None
+        classifier = load_classifier(classifier_path, dataset)
+        if dataset != "digits":  # the reference splits load before the (long) sampling run
+            reference_images(dataset, "held-out", data_path)
         moments = None
         if solver == "analytic-dpm":
+            if dataset != "digits":
+                raise SdmError("--solver analytic-dpm: its moments are estimated on the digits only (for now); "
+                               "use another solver for " + dataset)
             from ..evaluation.moments import analytic_moments
 
             moments = analytic_moments(model, net, card, steps, spacing, device, progress=not quiet)
@@ -96,10 +121,13 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
                      spacing=spacing, eta=eta, threshold_scale=threshold_scale, progress=not quiet, moments=moments)
         result.update({"solver": solver, "steps": steps, "seed": seed, "threshold_scale": threshold_scale})
     result["n"] = int(x.shape[0])
-    held_out, train = digits("held-out")[0], digits("train")[0]
+    result["dataset"] = dataset
+    result["classifier"] = str(classifier_path or spec.classifier_file.name)
+    held_out = reference_images(dataset, "held-out", data_path)
+    train = reference_images(dataset, "train", data_path, max_n=FLOOR_MAX_TRAIN)
     result["vs_held_out"] = sample_quality(x, held_out, classifier, kid_subset_size)
     result["vs_train"] = sample_quality(x, train, classifier, kid_subset_size)
-    result["real_floor"] = real_data_floor(classifier, kid_subset_size)
+    result["real_floor"] = real_data_floor(classifier, kid_subset_size, dataset=dataset, data_path=data_path)
     if inception_weights:
         result["inception_fid_vs_held_out"] = inception_fid(x, held_out, inception_weights)
     result["classifier_held_out_accuracy"] = getattr(classifier, "meta", {}).get("held_out_accuracy")

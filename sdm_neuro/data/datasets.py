@@ -3,7 +3,9 @@
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 16 grey levels), at
   their native 8x8 resolution (upsampling adds no information and costs 4x compute per step).
   Fixed split: a seeded permutation, 1497 train / 300 held-out.
-* ``mnist`` / ``fashion-mnist``: a folder holding ``train-images-idx3-ubyte`` (optionally .gz).
+* ``fashion-mnist``: idx files of the Debian package ``dataset-fashion-mnist`` (default folder) or
+  of ``training.data_path``, resized to the model size; see ``fashion_mnist.py``.
+* ``mnist``: a folder holding ``train-images-idx3-ubyte`` (optionally .gz).
 * ``cifar10``: a ``cifar-10-batches-py`` folder (``data_batch_1..5``, ``test_batch``).
 * ``folder``: a folder of images (png/jpg), e.g. CelebA or LSUN crops; resized to the model size.
 """
@@ -103,11 +105,15 @@ def load_dataset(name: str, path: str = "", image_size: int | None = None, chann
         raise SdmError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if name == "digits":
         x = digits(split)[0]
+    elif name == "fashion-mnist":
+        from .fashion_mnist import IMAGE_SIZE, fashion_mnist_images
+
+        x = fashion_mnist_images(split, path or None, image_size or IMAGE_SIZE)
     else:
         root = Path(path)
         if not path or not root.is_dir():
             raise SdmError(f"dataset {name!r} needs training.data_path to be an existing folder, got {path!r}")
-        if name in ("mnist", "fashion-mnist"):
+        if name == "mnist":
             arr = _mnist_like(root, name)
         elif name == "cifar10":
             arr = _cifar10(root)

@@ -1,12 +1,13 @@
-"""Sample quality of generated 8x8 digits: FID / KID in the digits classifier's feature space,
+"""Sample quality of generated images: FID / KID in a per-data-set classifier's feature space,
 plus classifier statistics (confidence, class coverage, class histogram).
 
 FID and KID are torchmetrics' ``FrechetInceptionDistance`` / ``KernelInceptionDistance`` with a
-custom feature extractor (``ClassifierFeatures``, the 64-d penultimate layer of
-``models/digits-classifier.pt``), so nothing is downloaded and torch-fidelity is not needed.
-These numbers are only comparable with other numbers from the same classifier file and the
-same sample counts (FID is biased upwards at small n). ``real_data_floor`` gives the reference
-point: held-out real digits vs train digits.
+custom feature extractor (``ClassifierFeatures``: the penultimate layer of the data set's shipped
+classifier, 64-d for the 8x8 digits, 128-d for Fashion-MNIST 32x32), so nothing is downloaded
+and torch-fidelity is not needed. These numbers are only comparable with other numbers from the
+same classifier file and the same sample counts (FID is biased upwards at small n), and not
+with Inception FID (the paper's). ``real_data_floor`` gives the reference point: held-out real
+images vs train images.
 
 ``inception_fid`` is the classic Inception-v3 FID (2048-d pool features, images upscaled to
 299x299); it needs torch-fidelity and a local weight file, and never downloads.
@@ -29,8 +30,8 @@ COVERAGE_MIN_FRACTION = 0.01
 class ClassifierFeatures(nn.Module):
     """torchmetrics feature extractor: images -> the classifier's penultimate features (float64).
 
-    Accepts float images in [-1, 1] of shape (N, 1, 8, 8) (uint8 images in [0, 255] are mapped
-    to [-1, 1] too). Never leaves eval mode.
+    Accepts float images in [-1, 1] of the classifier's input shape (N, C, H, W) (uint8 images in
+    [0, 255] are mapped to [-1, 1] too). Never leaves eval mode.
     """
 
     def __init__(self, classifier: nn.Module):
@@ -48,13 +49,16 @@ class ClassifierFeatures(nn.Module):
         return self.classifier.features(x.float()).double()
 
 
-def _check_images(x, name: str, digits_only: bool = True) -> torch.Tensor:
+def _check_images(x, name: str, shape: tuple[int, int, int] | None = (1, 8, 8)) -> torch.Tensor:
+    """float32 CPU images (N, C, H, W), N >= 2, finite; of ``shape`` (C, H, W) when given."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
     x = x.detach().to("cpu", torch.float32)
-    if digits_only and (x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8)):
-        raise SdmError(f"{name}: expected digits images of shape (N, 1, 8, 8), got {tuple(x.shape)}")
-    if not digits_only and (x.dim() != 4 or x.shape[1] not in (1, 3)):
+    if shape is not None and (x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape)):
+        c, h, w = shape
+        raise SdmError(f"{name}: expected images of shape (N, {c}, {h}, {w}) for this classifier, "
+                       f"got {tuple(x.shape)}")
+    if shape is None and (x.dim() != 4 or x.shape[1] not in (1, 3)):
         raise SdmError(f"{name}: expected images of shape (N, 1 or 3, H, W), got {tuple(x.shape)}")
     if x.shape[0] < 2:
         raise SdmError(f"{name}: need at least 2 images for FID/KID, got {x.shape[0]}")
@@ -113,8 +117,9 @@ def sample_quality(samples, reference, classifier: nn.Module | None = None, kid_
     """FID / KID of ``samples`` against ``reference`` in the classifier's feature space, plus
     classifier statistics of ``samples``.
 
-    samples, reference: (N, 1, 8, 8) float tensors in [-1, 1] (N >= 2 each).
-    classifier: a ``DigitsClassifier`` (default: the shipped ``models/digits-classifier.pt``).
+    samples, reference: (N, C, H, W) float tensors in [-1, 1] of the classifier's
+    ``input_shape`` (N >= 2 each).
+    classifier: a classifier of ``classifier.py`` (default: the shipped digits classifier).
     kid_subset_size: KID subset size, capped at min(len(samples), len(reference)).
 
     Returns {"fid", "kid_mean", "kid_std", "kid_subset_size", "kid_subsets", "confidence_mean",
@@ -126,8 +131,9 @@ def sample_quality(samples, reference, classifier: nn.Module | None = None, kid_
 
         classifier = load_classifier()
     classifier.eval()
-    samples = _check_images(samples, "samples")
-    reference = _check_images(reference, "reference")
+    shape = tuple(getattr(classifier, "input_shape", (1, 8, 8)))
+    samples = _check_images(samples, "samples", shape)
+    reference = _check_images(reference, "reference", shape)
     out = fid_kid(samples, reference, ClassifierFeatures(classifier), kid_subset_size, kid_subsets, seed)
     out.update(classifier_stats(samples, classifier))
     out["n_samples"] = len(samples)
@@ -135,12 +141,24 @@ def sample_quality(samples, reference, classifier: nn.Module | None = None, kid_
     return out
 
 
-def real_data_floor(classifier: nn.Module | None = None, kid_subset_size: int | None = 100, seed: int = 0) -> dict:
-    """``sample_quality`` of the held-out real digits (300) against the train digits (1497):
-    the value a perfect generator would reach (up to the sample-count bias of FID)."""
-    from ..data.datasets import digits
+FLOOR_MAX_TRAIN = 10_000  # train images in the floor's reference (a fixed seeded choice beyond that)
 
-    return sample_quality(digits("held-out")[0], digits("train")[0], classifier, kid_subset_size, seed=seed)
+
+def real_data_floor(classifier: nn.Module | None = None, kid_subset_size: int | None = 100, seed: int = 0,
+                    dataset: str = "digits", data_path: str | Path | None = None) -> dict:
+    """``sample_quality`` of the held-out real images against the train images (digits: 300 vs
+    1497; Fashion-MNIST: the 10,000 t10k vs 10,000 of the 60,000 train images, a fixed seeded
+    choice): the value a perfect generator would reach (up to the sample-count bias of FID).
+    data_path: the Fashion-MNIST folder (default: the Debian package's)."""
+    from .eval_datasets import reference_images
+
+    if classifier is None:
+        from .classifier import load_classifier
+
+        classifier = load_classifier(dataset=dataset)
+    held_out = reference_images(dataset, "held-out", data_path)
+    train = reference_images(dataset, "train", data_path, max_n=FLOOR_MAX_TRAIN)
+    return sample_quality(held_out, train, classifier, kid_subset_size, seed=seed)
 
 
 def inception_fid(samples, reference, weights_path: str | Path, batch_size: int = 100) -> float:
@@ -155,8 +173,8 @@ def inception_fid(samples, reference, weights_path: str | Path, batch_size: int 
                        "(Inception FID is optional; the classifier FID/KID need nothing extra)")
     if not weights_path.is_file():
         raise SdmError(f"Inception weight file not found: {weights_path} (nothing is downloaded)")
-    samples = _check_images(samples, "samples", digits_only=False)
-    reference = _check_images(reference, "reference", digits_only=False)
+    samples = _check_images(samples, "samples", shape=None)
+    reference = _check_images(reference, "reference", shape=None)
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     try:
