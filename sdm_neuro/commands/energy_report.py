@@ -49,10 +49,11 @@ def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, coun
     by the paper's Eq. 20, by counted synaptic ops, and by every event of the deployed run; plus the
     same sampling job timed on the CPU or GPU, and a headline table of both.
 
-    Prints a table; writes OUT/energy_report.json (schema: docs/energy_report.md) and PNG plots."""
+    Prints a table; writes OUT/energy_report.json (schema: docs/energy_report.md), the headline as
+    OUT/headline.md and PNG plots."""
     set_threads(threads)
     from ..atomic import write_text
-    from ..energy.render import format_report, to_json, write_plots
+    from ..energy.render import format_report, headline_markdown, to_json, write_plots
     from ..energy.report import energy_report
 
     report = energy_report(model_or_export, spikes_json=spikes_file, profiles=list(profiles), solver=solver,
@@ -62,6 +63,7 @@ def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, coun
     out = Path(out_dir)
     report["plots"] = write_plots(report, out)
     path = out / "energy_report.json"
+    write_text(out / "headline.md", headline_markdown(report))
     write_text(path, to_json(report))
     click.echo(format_report(report))
     click.echo(f"wrote {path} and " + ", ".join(p for p in report["plots"].values() if p))

@@ -36,6 +36,28 @@ def _headline_lines(h: dict) -> list[str]:
     return lines
 
 
+def _sig(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits - 1}e}" if (abs(v) >= 1e5 or (v and abs(v) < 1e-2)) else f"{v:.{digits}g}"
+
+
+def headline_markdown(r: dict) -> str:
+    """The headline as a Markdown table (written beside the JSON as ``headline.md``)."""
+    h = r["headline"]
+    lines = [f"One sampling job of `{r['input']['model']}` ({r['sampling']['solver']} x "
+             f"{h['evaluations_per_image']}, {h['images']} images), per generated image:", "",
+             "| run | network | energy per image (mJ) | basis | latency per image (s) | basis |",
+             "|---|---|---:|---|---:|---|"]
+    for x in h["rows"]:
+        lat = x["latency_basis"]
+        if x.get("simulation_seconds_per_image") is not None:
+            lat += f" (Lava CPU simulation: {_sig(x['simulation_seconds_per_image'])} s per image)"
+        lines.append(f"| {x['run']} | {x['network']} | {_sig(x['energy_per_image_mj'])} | {x['energy_basis']} | "
+                     f"{_sig(x['latency_per_image_s'])} | {lat} |")
+    return "\n".join(lines) + "\n"
+
+
 def format_report(r: dict, top: int = 5) -> str:
     """The terminal table of a report dict."""
     lines = []
