@@ -352,7 +352,7 @@ def test_energy_report_cli_writes_json_and_plots(tiny_ckpt, tmp_path, capsys):
     assert r["quality"][0]["fid"] == 123.4 and r["quality"][0]["kind"] == "snn"
     assert r["gpu_run"]["runs"] == [] and r["paper_anchor"] is None
     md = (out / "headline.md").read_text()
-    assert md.count("\n| ") == 2 + len(r["headline"]["rows"]) and "SNN (deployed export)" in md
+    assert md.count("\n| ") == 1 + len(r["headline"]["rows"]) and "SNN (deployed export)" in md
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
