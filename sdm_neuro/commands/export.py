@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import SdmError
-from ._common import set_threads
+from ._common import check_output_file, finite_positive, set_threads
 
 
 @click.command("export")
@@ -15,7 +15,7 @@ from ._common import set_threads
               help="lava: fixed-point Loihi network (HDF5); onnx: the network unrolled over T for onnxruntime.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: export/NAME.lava.h5 or export/NAME.onnx).")
-@click.option("--threshold-scale", type=float, default=1.0, show_default=True,
+@click.option("--threshold-scale", type=float, default=1.0, show_default=True, callback=finite_positive,
               help="Threshold guidance baked into the export: every spiking threshold x S "
                    "(< 1 inhibitory, > 1 excitatory). The fixed-point threshold mantissa rounds it; "
                    "the resolution is printed.")
@@ -28,6 +28,9 @@ def command(model, target, out, threshold_scale, threads):
     if target == "onnx":
         from ..export.onnx_export import export_onnx
 
+        if out:
+            check_output_file(out)
+
         summary = export_onnx(model, out)
     else:
         from ..checkpoint import resolve_model
@@ -35,5 +38,6 @@ def command(model, target, out, threshold_scale, threads):
 
         card, _ = resolve_model(model)
         out = Path(out) if out else Path("export") / f"{card.model.name}.lava.h5"
+        check_output_file(out)
         summary = export_lava(model, out, threshold_scale)
     click.echo(json.dumps(summary))
