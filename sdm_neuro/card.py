@@ -97,6 +97,7 @@ _RANGES = {
     "training.warmup_steps": (0, None), "training.checkpoint_every": (1, None), "training.seed": (0, 2 ** 31 - 1),
 }
 _INT32_ELEMENTS = 2 ** 31 - 1  # larger tensors overflow 32-bit indexing in some kernels
+MAX_T = 4096  # spiking steps; the IF neurons loop over T in Python, so more would run for hours
 
 
 def _check_type(name: str, value, default) -> None:
@@ -167,6 +168,8 @@ def validate(card: ModelCard) -> None:
         raise SdmError(f"model.kind must be 'snn' or 'ann', got {m.kind!r}")
     if m.T < 1:
         raise SdmError(f"model.T (spiking steps) must be >= 1, got {m.T}")
+    if m.T > MAX_T:
+        raise SdmError(f"model.T (spiking steps) must be <= {MAX_T}, got {m.T}")
     if m.threshold <= 0:
         raise SdmError(f"model.threshold must be > 0, got {m.threshold}")
     if not m.channel_mult or any(int(c) < 1 for c in m.channel_mult) or len(m.channel_mult) > 8:
@@ -228,12 +231,14 @@ def _activation_elements(card: ModelCard) -> tuple[int, int, int]:
     return sum(skips), kept, largest
 
 
-def memory_lower_bound(card: ModelCard, batch: int, training: bool) -> tuple[int, int]:
-    """(bytes, elements of the largest tensor) that one network evaluation of ``batch`` images
-    needs at least: the float32 skip tensors held across the UNet (inference) or every tensor
-    kept for backward (training), each of shape (batch, C, H, W, T)."""
+def memory_estimate(card: ModelCard, batch: int, training: bool) -> tuple[int, int]:
+    """(bytes, elements of the largest tensor) of one network evaluation of ``batch`` images:
+    float32 tensors of shape (batch, C, H, W, T); inference holds the skip tensors across the
+    UNet plus a working set of 6 tensors of the largest size; training keeps every block's
+    tensors for backward, and as many again for their gradients."""
     skips, kept, largest = _activation_elements(card)
-    return 4 * (kept if training else skips) * batch * card.T, largest * batch * card.T
+    elements = 2 * kept if training else skips + 6 * largest
+    return 4 * elements * batch * card.T, largest * batch * card.T
 
 
 def physical_memory() -> int:
@@ -246,12 +251,12 @@ def physical_memory() -> int:
 
 def check_memory(card: ModelCard, batch: int, training: bool) -> None:
     """Refuse, before anything is allocated, a card whose activations cannot fit this machine."""
-    need, largest = memory_lower_bound(card, batch, training)
+    need, largest = memory_estimate(card, batch, training)
     have = physical_memory()
     what = f"{'training' if training else 'one network evaluation'} at batch {batch}"
     if have and need > have:
         raise SdmError(f"model (T = {card.T}, image {card.model.image_size}, base {card.model.base_channels}) "
-                       f"needs at least {need / 2 ** 30:.1f} GiB for {what}; this machine has "
+                       f"needs about {need / 2 ** 30:.1f} GiB for {what}; this machine has "
                        f"{have / 2 ** 30:.1f} GiB (lower model.T, image_size or batch_size)")
     if largest > _INT32_ELEMENTS:
         raise SdmError(f"model (T = {card.T}) would need a tensor of {largest:,} elements for {what}, "

@@ -49,7 +49,7 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     """
     path = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
-        raise SdmError(f"{option} {path} exists and is not a folder")
+        raise SdmError(f"{option} {path} is a file, not a folder")
     anchor = _nearest_existing(path)
     if not anchor.is_dir():
         raise SdmError(f"{option} {path}: {anchor} is a file, not a folder")

@@ -231,7 +231,7 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
     def stop(why: str):
         where = (f"the last good checkpoint is {latest} (step {last_good})" if last_good is not None
                  else "no checkpoint was written")
-        return SdmError(f"{why}; stopped, nothing written. {where.capitalize()}")
+        return SdmError(f"{why}; stopped, nothing written. {where[0].upper()}{where[1:]}")
 
     def save(step: int, seconds: float, loss: float) -> None:
         if rank != 0:
