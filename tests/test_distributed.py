@@ -28,9 +28,9 @@ MODEL = {"base_channels": 4, "channel_mult": [1, 2], "temb_dim": 8, "T": 2, "dro
 TRAINING = {"batch_size": 4, "checkpoint_every": 1, "warmup_steps": 2, "lr": 2e-3, "steps": 5}
 
 
-def write_card(path: Path, **training) -> Path:
-    tr = {**TRAINING, **training}
-    path.write_text("[model]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in MODEL.items())
+def write_card(path: Path, model: dict | None = None, **training) -> Path:
+    tr, m = {**TRAINING, **training}, {**MODEL, **(model or {})}
+    path.write_text("[model]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in m.items())
                     + "\n[training]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in tr.items()) + "\n")
     return path
 
@@ -88,6 +88,9 @@ def test_two_ranks_agree_write_once_resume_equal_one_process_and_fail_when_one_d
     printed = [json.loads(ln) for ln in (report / "rank0.stdout").read_text().splitlines()]
     assert len(printed) == 1 and printed[0]["steps"] == 3
     assert load_checkpoint(out / "latest.pt")["step"] == 3
+    single = card_from_dict({"model": MODEL, "training": {**TRAINING, "batch_size": 8, "checkpoint_every": 1000}})
+    three = train(single, tmp_path / "single3", steps=3, micro_batches=2, progress=False)
+    assert abs(printed[0]["loss"] - three.final_loss) < 1e-4  # the printed loss is the mean over ranks
 
     card2, report = write_card(tmp_path / "c2.toml", checkpoint_every=2, steps=100000), tmp_path / "report2"
     proc = subprocess.Popen(torchrun(report, card2, "--out", out, "--resume"), env=_env(report),
@@ -114,7 +117,6 @@ def test_two_ranks_agree_write_once_resume_equal_one_process_and_fail_when_one_d
     saved = ddp["step"]
     assert saved >= 4 and saved % 2 == 0  # resumed at 3, a checkpoint at every even step
 
-    single = card_from_dict({"model": MODEL, "training": {**TRAINING, "batch_size": 8, "checkpoint_every": 1000}})
     train(single, tmp_path / "single", steps=saved, micro_batches=2, progress=False)
     ref = load_checkpoint(tmp_path / "single" / "latest.pt")
     for key in ("model", "ema"):
@@ -139,7 +141,8 @@ def test_kill_9_during_training_leaves_a_good_checkpoint_and_resume_is_exact(tmp
     the resumed run ends bit-identical to an uninterrupted one."""
     from sdm_neuro.card import load_card
 
-    card = write_card(tmp_path / "c.toml", steps=6, checkpoint_every=2)
+    # dropout on: the resume must also restore the RNG state (and BN recalibration must not move it)
+    card = write_card(tmp_path / "c.toml", {"dropout": 0.1}, steps=6, checkpoint_every=2)
     runs = {}
     try:
         for point, _, _ in KILL_POINTS:  # all three at once

@@ -113,6 +113,24 @@ def test_huge_T_is_refused_before_allocating_in_a_fresh_process(tmp_path):
     assert r.returncode == 2 and r.stderr.count("error:") == 1 and "Traceback" not in r.stderr, r.stderr
 
 
+def test_training_batch_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys):
+    card = toml_card(tmp_path / "c.toml", training={"batch_size": 1_000_000})
+    assert cli(capsys, "info", card)[0] == 0  # one evaluation fits
+    assert_one_error(cli(capsys, "train", card, "--out", tmp_path / "o"), "GiB for training at batch 1000000")
+    assert not (tmp_path / "o").exists()
+
+
+def test_each_step_draws_its_own_batch_the_same_on_every_draw():
+    from sdm_neuro.diffusion.schedule import NoiseSchedule
+    from sdm_neuro.training.trainer import _batch_for_step
+
+    data, sched = torch.arange(100.0).view(100, 1, 1, 1), NoiseSchedule.linear()
+    a, b, a2 = (_batch_for_step(data, sched, 0, s, 8) for s in (5, 6, 5))
+    assert all(torch.equal(x, y) for x, y in zip(a, a2))
+    assert not any(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(_batch_for_step(data, sched, 1, 5, 8)[0], a[0])  # the seed matters
+
+
 def test_memory_estimate_counts_every_layer():
     """The estimate grows linearly in T and batch, and training keeps more than inference."""
     from sdm_neuro.card import memory_estimate
@@ -539,3 +557,75 @@ def test_weight_mantissas_round_to_nearest():
     assert np.abs(err).max() <= 2.0 ** e + 1e-9  # even mantissas: half a step of 2 * 2^e
     assert abs(err.mean()) < 0.1 * 2.0 ** e  # no bias (floor would give -2^e on average)
     assert (m % 2 == 0).all() and np.abs(m).max() <= 254
+
+
+# --- Ctrl-C in a terminal: SIGINT to the whole process group ----------------------------------
+
+def _orphan_segments(before: set[str]) -> set[str]:
+    """/dev/shm segments created since ``before`` that no live process maps or holds open (other
+    jobs on the machine may be running Lava too: their segments are held)."""
+    new = set(os.listdir("/dev/shm")) - before
+    held = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                held |= {ln.rsplit("/dev/shm/", 1)[1].split()[0] for ln in f if "/dev/shm/" in ln}
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/shm/"):
+                    held.add(target[len("/dev/shm/"):].split()[0])
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+    return new - held
+
+
+def _group_members(pgid: int) -> set[int]:
+    r = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+    return {int(p) for p in r.stdout.split()}
+
+
+@pytest.mark.parametrize("moment", ["mid-run"])  # "during-build" passes too (not run: 20 s each)
+def test_ctrl_c_to_the_process_group_stops_simulate(tmp_path, moment):
+    """What a terminal's Ctrl-C does: SIGINT to simulate and every Lava worker at once (the
+    issue's lost signals and worker tracebacks). tests/test_lava.py sends it to the main
+    process only, before, during and after the build. Exit 130, one line, nothing left."""
+    import re
+    import signal
+    import time
+
+    shm_before = set(os.listdir("/dev/shm"))
+    out, log = tmp_path / "sim", tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sdm_neuro.cli", "simulate", SHIPPED_EXPORT, "--solver", "ddim",
+                                 "--steps", "50", "--n", "4", "--lava-processes", "0", "--out", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen: set[int] = set()
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            seen |= _group_members(proc.pid) - {proc.pid}
+            done = [int(m) for m in re.findall(r"(\d+)/200", log.read_text())]
+            if (moment == "during-build" and len(seen) >= 3) or (moment == "mid-run" and done and max(done) >= 8):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "simulate ended before the signal"
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.time()
+        proc.wait(timeout=30)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert took < 20
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("lava fixed")]
+    assert lines == ["interrupted"], lines[:20]
+    time.sleep(0.5)
+    seen |= _group_members(proc.pid) - {proc.pid}
+    alive = [p for p in seen if os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read()]
+    assert not alive, f"processes left: {alive}"
+    assert not _orphan_segments(shm_before)
+    assert not out.exists() or not any(out.iterdir())
