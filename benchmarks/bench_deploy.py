@@ -120,7 +120,7 @@ def run_network(name: str) -> dict:
     from sdm_neuro.executors.torch_executor import TorchExecutor
     from sdm_neuro.export.h5format import read_graph, write_graph
     from sdm_neuro.export.lava import build_graph
-    from sdm_neuro.simulation import digits_inputs, schedule_from_betas
+    from sdm_neuro.data.noised import noised_inputs
 
     torch.set_num_threads(2)
     import_lava()
@@ -138,8 +138,8 @@ def run_network(name: str) -> dict:
             del model, graph
         graph, info = read_graph(path)
         export_s = time.perf_counter() - t0
-        sched = schedule_from_betas(info["betas"])
-        x = digits_inputs(graph, sched, n, 500, seed=0)
+        sched = NoiseSchedule.from_betas(info["betas"])
+        x = noised_inputs(graph.image_shape, sched, n, 500, seed=0)
         t = torch.full((n,), 500)
         tx = TorchExecutor(graph, "fixed")
         tx.run(x, t)  # warm-up

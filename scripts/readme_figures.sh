@@ -19,6 +19,11 @@ done
 $S simulate export/sdm-digits-snn.lava.h5 --mode float --timestep 500 --n 2 --out $R/lava_float
 make run
 
+# NIR: the digits UNet at t = 500 run back by norse (docs/nir.md), and the deeper-UNet costs.
+$S export --target nir models/sdm-digits-snn.toml --timestep 500 -o runs/nir/sdm-digits-snn.nir
+$S simulate runs/nir/sdm-digits-snn.nir --n 8 --out $R/nir_simulate
+.venv/bin/python benchmarks/nir_deep_unet.py           # docs/results/nir_deep_unet.json
+
 # Parameter counts and the paper anchor.
 $S info models/sdm-cifar10-paper.toml
 $S info models/sdm-cifar10-paper-ann.toml

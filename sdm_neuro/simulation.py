@@ -11,18 +11,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .atomic import write_text
-from .diffusion import NoiseSchedule
-from .energy.counters import SynOpCounter
+from .counting.synops import SynOpCounter
 from .executors.lava_executor import LavaExecutor
 from .executors.torch_executor import TorchExecutor
 from .export.graph import Graph
-
-SPIKES_FORMAT = "sdm-neuro-spikes/1"
-
 
 class Agreement:
     """Lava vs PyTorch executor: spike mismatches and epsilon differences per evaluation."""
@@ -102,54 +97,5 @@ class CheckedLavaModel:
         return {"spikes_emitted": sum(self.outside_out.values()), "spikes_arrived": sum(self.outside_in.values())}
 
 
-def spikes_report(graph: Graph, counter: SynOpCounter, source: str, extra: dict | None = None,
-                  lava_steps: int | None = None, arrived_outside: dict | None = None) -> dict:
-    """The spike-count file consumed by ``energy-report --spikes`` (schema in docs/energy_report.md).
-
-    ``spikes_outside_window``: spikes emitted outside a model window (counted per neuron);
-    ``spikes_arrived_outside_window``: input spikes a core received in an idle slot (Lava only)."""
-    c = counter.counts()
-    T, ev = graph.T, max(1, c.evaluations)
-    arrived = arrived_outside or {}
-    pops = {}
-    for p in graph.spiking:
-        pops[p.name] = {"neurons": p.size, "spikes": c.spikes[p.name], "spikes_outside_window": c.spikes_outside[p.name],
-                        "spikes_arrived_outside_window": arrived.get(p.name, 0),
-                        "firing_rate": c.spikes[p.name] / (p.size * T * ev)}
-    syn = counter.synapses()
-    macs = counter.dense_macs()
-    projs = {p.name: {"src": p.src, "dst": p.dst, "synapses": syn[p.name], "sops": c.sops[p.name],
-                      "sops_outside_window": c.sops_outside[p.name], "sops_paper_estimate": c.sops_paper[p.name],
-                      "dense_macs_per_step": macs[p.name]} for p in graph.projections}
-    return {"format": SPIKES_FORMAT, "source": source, "T": T, "window_steps": graph.window, "latency_steps": graph.latency,
-            "evaluations": c.evaluations, "populations": pops, "projections": projs,
-            "totals": {"spikes": sum(c.spikes.values()), "spikes_outside_window": sum(c.spikes_outside.values()),
-                       "spikes_arrived_outside_window": sum(arrived.values()),
-                       "sops": sum(c.sops.values()), "sops_outside_window": sum(c.sops_outside.values()),
-                       "sops_paper_estimate": sum(c.sops_paper.values()),
-                       "neuron_updates_in_window": sum(p.size for p in graph.spiking) * T * c.evaluations,
-                       # Cores update their neurons only in active slots: T steps per evaluation.
-                       "neuron_updates_lava": sum(p.size for p in graph.populations.values()) * T * c.evaluations,
-                       "lava_steps": lava_steps},
-            **(extra or {})}
-
-
 def write_json(path: str | Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def schedule_from_betas(betas: np.ndarray) -> NoiseSchedule:
-    return NoiseSchedule(torch.from_numpy(np.asarray(betas, dtype=np.float64)))
-
-
-def digits_inputs(graph: Graph, schedule: NoiseSchedule, n: int, timestep: int, seed: int) -> torch.Tensor:
-    """x_t for ``n`` held-out digits (or N(0, I) for other image shapes) at ``timestep``."""
-    g = torch.Generator().manual_seed(seed)
-    if tuple(graph.image_shape) == (1, 8, 8):
-        from .data.datasets import digits
-
-        x0 = digits("held-out")[0][:n]
-    else:
-        x0 = torch.rand((n, *graph.image_shape), generator=g) * 2 - 1
-    noise = torch.randn(x0.shape, generator=g)
-    return schedule.q_sample(x0, torch.full((len(x0),), timestep), noise)

@@ -1,4 +1,4 @@
-"""Small helpers shared by CLI commands: threads, device, argument checks, output checks.
+"""Small helpers shared by CLI commands: threads, argument checks, output checks.
 
 Output destinations are checked before any work starts (an unwritable folder, a parent that is
 a regular file), so a long run never fails at its last step.
@@ -18,14 +18,6 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
-
-
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def finite_positive(ctx, param, value):

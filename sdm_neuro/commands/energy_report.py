@@ -7,7 +7,7 @@ import click
 
 from ._common import check_output_dir, set_threads
 
-DEFAULT_PROFILES = ("cmos45nm", "loihi2", "a100-fp32", "h100-bf16")  # = energy.report.DEFAULT_PROFILES
+DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")  # = energy.report.DEFAULT_PROFILES
 
 
 @click.command("energy-report")
@@ -32,6 +32,9 @@ DEFAULT_PROFILES = ("cmos45nm", "loihi2", "a100-fp32", "h100-bf16")  # = energy.
                    "twin built from the SNN's card.")
 @click.option("--gpu-run/--no-gpu-run", default=True, show_default=True,
               help="Time short sampling runs (PyTorch and onnxruntime) on CUDA if present, else on the CPU.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed warm-up runs of each timed job.")
+@click.option("--repeats", type=int, default=3, show_default=True,
+              help="Timed repeats of each job; the report gives their median, min and max.")
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Include onnxruntime in the timed runs.")
 @click.option("--device", default=None, help="Device for the timed runs (default: cuda when available).")
 @click.option("--quality", "quality", type=click.Path(dir_okay=False), multiple=True,
@@ -40,20 +43,23 @@ DEFAULT_PROFILES = ("cmos45nm", "loihi2", "a100-fp32", "h100-bf16")  # = energy.
               help="Folder for energy_report.json and the PNG plots.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, count_inputs, count_temb, ann_ref,
-            gpu_run, onnx, device, quality, out_dir, threads):
+            gpu_run, warmup, repeats, onnx, device, quality, out_dir, threads):
     """Energy of MODEL_OR_EXPORT (a spiking model's checkpoint or card, or its .lava.h5 export) per
-    network evaluation and per generated image, on each hardware profile: the ANN twin (MACs), the SNN
-    by the paper's Eq. 20 (fr x T x FLOPs) and by counted synaptic ops; plus timed sampling runs.
+    network evaluation and per generated image, on each hardware profile: the ANN twin (MACs); the SNN
+    by the paper's Eq. 20, by counted synaptic ops, and by every event of the deployed run; plus the
+    same sampling job timed on the CPU or GPU, and a headline table of both.
 
     Prints a table; writes OUT/energy_report.json (schema: docs/energy_report.md) and PNG plots."""
     set_threads(threads)
     check_output_dir(out_dir)
     from ..atomic import write_text
-    from ..energy.report import energy_report, format_report, to_json, write_plots
+    from ..energy.render import format_report, to_json, write_plots
+    from ..energy.report import energy_report
 
     report = energy_report(model_or_export, spikes_json=spikes_file, profiles=list(profiles), solver=solver,
                            steps=steps, n_images=n, device=device, gpu_run=gpu_run, ann_ref=ann_ref, seed=seed,
-                           count_inputs=count_inputs, count_temb=count_temb, quality=list(quality), onnx=onnx)
+                           count_inputs=count_inputs, count_temb=count_temb, quality=list(quality), onnx=onnx,
+                           warmup=warmup, repeats=repeats)
     out = Path(out_dir)
     report["plots"] = write_plots(report, out)
     path = out / "energy_report.json"

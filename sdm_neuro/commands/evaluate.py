@@ -89,7 +89,7 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
                            f"{card.model.image_size}x{card.model.image_size} images")
         moments = None
         if solver == "analytic-dpm":
-            from ..evaluation.generate import analytic_moments
+            from ..evaluation.moments import analytic_moments
 
             moments = analytic_moments(model, net, card, steps, spacing, device, progress=not quiet)
         x = generate(net, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,

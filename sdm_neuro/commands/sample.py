@@ -70,7 +70,7 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
     if solver == "analytic-dpm":
         if str(model).endswith(".h5"):
             raise SdmError("analytic-dpm needs moments estimated on the trained model; sample the checkpoint")
-        from ..evaluation.generate import analytic_moments
+        from ..evaluation.moments import analytic_moments
 
         moments = analytic_moments(model, net, card, steps, spacing, device, progress=not quiet)
     x = generate(net, card, solver=solver, steps=steps, n=n, seed=seed, batch_size=batch_size, device=device,

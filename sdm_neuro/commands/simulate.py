@@ -37,10 +37,15 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     """Run an export file as a network of Lava processes (Loihi 2 simulation on the CPU).
 
     Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
+    A .nir file (export --target nir) is run by norse instead: one step at its baked timestep.
     """
+    check_output_dir(out_dir)  # before the run, not after it
+    if Path(export_file).suffix == ".nir":
+        from .simulate_nir import simulate_nir
+
+        return simulate_nir(export_file, timestep, n, seed, out_dir, threads)
     from ..interrupts import deferred_sigint
 
-    check_output_dir(out_dir)  # before the Lava run, not after it
     # Ctrl-C is recorded and raised at safe points only (after the imports, between Lava batch
     # runs, before any output is written), so the Lava runtime always stops cleanly.
     with deferred_sigint() as interrupted:
@@ -54,14 +59,17 @@ def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, chec
     import torch
     from tqdm import tqdm
 
-    from ..energy.counters import SynOpCounter
-    from ..energy.profiles import load_profile
+    from ..counting.synops import SynOpCounter
+    from ..hardware.profiles import load_profile
     from ..executors.lava_executor import LavaExecutor
     from ..executors.torch_executor import TorchExecutor
     from ..export.h5format import read_graph
-    from ..export.resources import estimate_resources
+    from ..hardware.resources import estimate_resources
     from ..interrupts import check as check_interrupt
-    from ..simulation import CheckedLavaModel, digits_inputs, schedule_from_betas, spikes_report, write_json
+    from ..counting.spikes_file import spikes_report
+    from ..data.noised import noised_inputs
+    from ..diffusion import NoiseSchedule
+    from ..simulation import CheckedLavaModel, write_json
 
     check_interrupt(interrupted)
     if n < 1:
@@ -73,7 +81,7 @@ def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, chec
         from ..export.quantize import scale_thresholds
 
         scale_thresholds(graph, threshold_scale)
-    schedule = schedule_from_betas(info["betas"])
+    schedule = NoiseSchedule.from_betas(info["betas"])
     if timestep is not None and not 0 <= timestep < schedule.num_steps:
         raise SdmError(f"--timestep must be in 0..{schedule.num_steps - 1}, got {timestep}")
     hw = load_profile(profile)
@@ -88,13 +96,14 @@ def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, chec
         bar = tqdm(total=evaluations, desc=f"lava {mode}", unit="eval", dynamic_ncols=True)
         model = CheckedLavaModel(graph, lava, reference, counter, progress=bar, interrupted=interrupted)
         if timestep is not None:
-            x = digits_inputs(graph, schedule, n, timestep, seed)
+            x = noised_inputs(graph.image_shape, schedule, n, timestep, seed)
             model(x, torch.full((n,), timestep))
             result = {"mode": "single-step", "timestep": timestep}
         else:
-            from ..evaluation.generate import make_solver, save_grid, save_npz
+            from ..evaluation.generate import save_grid, save_npz
+            from ..samplers import make_sampler
 
-            sampler = make_solver(solver, schedule, steps)
+            sampler = make_sampler(solver, schedule, steps)
             g = torch.Generator().manual_seed(seed)
             samples = sampler.sample(model, (n, *graph.image_shape), generator=g)
             check_interrupt(interrupted)
@@ -128,8 +137,9 @@ def _simulate(export_file, mode, timestep, solver, steps, n, seed, out_dir, chec
         "resources": {k: v for k, v in resources.items() if k != "per_population"},
     }
     spikes = spikes_report(graph, counter, source=f"lava-{mode}", extra={"export": str(export_file),
-                                                                        "content_hash": info["content_hash"]},
-                           lava_steps=model.lava_steps, arrived_outside=model.outside_in)
+                                                                        "content_hash": info["content_hash"],
+                                                                        "lava_seconds_total": sum(secs)},
+                           lava_steps=model.lava_steps, lava_steps_source="lava run", arrived_outside=model.outside_in)
     write_json(out / "spikes.json", spikes)
     write_json(out / "summary.json", summary)
     summary["spikes"] = str(out / "spikes.json")

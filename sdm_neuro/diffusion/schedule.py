@@ -17,6 +17,13 @@ class NoiseSchedule:
         return cls(torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64))
 
     @classmethod
+    def from_betas(cls, betas) -> "NoiseSchedule":
+        """The schedule an export file stores (its ``betas`` array)."""
+        import numpy as np
+
+        return cls(torch.from_numpy(np.asarray(betas, dtype=np.float64)))
+
+    @classmethod
     def from_card(cls, card) -> "NoiseSchedule":
         d = card.diffusion
         return cls.linear(d.num_steps, d.beta_start, d.beta_end)

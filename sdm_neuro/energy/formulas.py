@@ -5,15 +5,15 @@
   Eq. 20  E = E_MAC x FLOPs(first conv) + E_AC x (sum of SOPs of every other conv / FC layer)
   with E_MAC = 4.6 pJ, E_AC = 0.9 pJ (45 nm CMOS, ``hw_profiles/cmos45nm.toml``).
 * The ANN baseline: E = E_MAC x MACs.
-* Neuromorphic hardware from counted events: E = E_AC x SOPs + E_neuron x neuron updates
-  + E_spike x spikes (+ static power x time).
+* Neuromorphic hardware from counted events: ``energy.event_model`` (every event of the
+  deployed run, labelled).
 
 Divide by 1e9 for mJ (1 mJ = 1e9 pJ).
 """
 from __future__ import annotations
 
 from ..errors import SdmError
-from .profiles import HardwareProfile
+from ..hardware.profiles import HardwareProfile
 
 PJ_PER_MJ = 1e9
 
@@ -46,35 +46,3 @@ def ann_energy_pj(macs: float, profile: HardwareProfile) -> float:
     if macs < 0:
         raise SdmError(f"ann_energy_pj needs macs >= 0, got {macs}")
     return profile.mac_pj * float(macs)
-
-
-def event_energy_pj(sops: float, neuron_updates: float, spikes: float, profile: HardwareProfile,
-                    seconds: float | None = None) -> float:
-    """Energy (pJ) on event-driven hardware from counted events.
-
-    ``ac_pj x sops + neuron_update_pj x neuron_updates + spike_pj x spikes``, plus
-    ``static_power_mw x seconds`` (1 mW x 1 s = 1e9 pJ) when ``seconds`` is given.
-    ``sops``: synaptic ops (ops); ``neuron_updates``: neuron state updates (neurons x steps);
-    ``spikes``: spikes sent. A term whose count is non-zero needs the profile to define its field
-    (``SdmError`` otherwise, e.g. a GPU profile has no ``spike_pj``).
-    """
-    for name, value in (("sops", sops), ("neuron_updates", neuron_updates), ("spikes", spikes)):
-        if value < 0:
-            raise SdmError(f"event_energy_pj needs {name} >= 0, got {value}")
-    terms = [(profile.ac_pj, sops, "ac_pj"), (profile.neuron_update_pj, neuron_updates, "neuron_update_pj"),
-             (profile.spike_pj, spikes, "spike_pj")]
-    total = 0.0
-    for pj, count, name in terms:
-        if count:
-            if pj is None:
-                raise SdmError(f"hw profile {profile.name} has no energy.{name}; it cannot cost {count:g} events")
-            total += pj * float(count)
-    if seconds is not None:
-        if seconds < 0:
-            raise SdmError(f"event_energy_pj needs seconds >= 0, got {seconds}")
-        if seconds:
-            if profile.static_power_mw is None:
-                raise SdmError(f"hw profile {profile.name} has no energy.static_power_mw; "
-                               "leave seconds out to cost dynamic energy only")
-            total += profile.static_power_mw * 1e-3 * float(seconds) * 1e12
-    return total

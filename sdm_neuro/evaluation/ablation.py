@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -42,16 +41,13 @@ import torch
 
 from ..atomic import atomic_path, write_text
 from ..errors import SdmError
+from .moments import MOMENT_SAMPLES, checkpoint_file, ensure_moments, sha256
 
 TABLES = ("III", "V", "VI")
 DEFAULT_SOLVERS = ["ddpm", "ddim", "dpm-solver", "dpm-solver++", "analytic-dpm"]
 DEFAULT_SCALES = [0.99, 0.995, 0.998, 1.0, 1.002, 1.005, 1.01]
 DEFAULT_STEPS = [10, 20, 50, 100]
 RUN_METRICS = ("fid", "kid_mean", "kid_std", "confidence_mean", "confident_fraction", "class_coverage")
-MOMENTS_SEED = 0
-
-
-MOMENT_SAMPLES = 500  # training digits per Monte Carlo estimate of the Analytic-DPM moments
 
 
 @dataclass
@@ -86,27 +82,6 @@ def _display_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return Path(path).name
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def checkpoint_file(ref: str | Path) -> Path:
-    """The checkpoint file behind a MODEL argument (.pt itself, or a card's [provenance] checkpoint)."""
-    ref = Path(ref)
-    if ref.suffix == ".toml":
-        from ..card import load_card
-
-        ck = load_card(ref).extra.get("provenance", {}).get("checkpoint")
-        if not ck:
-            raise SdmError(f"{ref} names no trained checkpoint ([provenance] checkpoint is missing)")
-        return ref.parent / ck
-    return ref
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -155,66 +130,6 @@ def run_cell(model, card, solver: str, steps: int, threshold_scale: float, seed:
     return out
 
 
-# -- Analytic-DPM moments --------------------------------------------------------------------
-
-def moments_cache_path(ckpt: Path, out_dir: Path) -> Path:
-    """``<ckpt stem>.moments.json`` next to the checkpoint, or in ``out_dir`` if that folder is read-only."""
-    if os.access(ckpt.parent, os.W_OK):
-        return ckpt.parent / f"{ckpt.stem}.moments.json"
-    return out_dir / f"{ckpt.stem}.moments.json"
-
-
-def ensure_moments(model, card, ckpt: Path, ckpt_sha: str, timesteps: set[int], out_dir: Path, num_samples: int,
-                   device: str | None = None, progress: bool = False) -> tuple[dict[int, float], dict]:
-    """Gamma_t for ``timesteps``: from the cache when it holds them for this checkpoint, else estimated on
-    the digits train split (and the cache updated). Returns (moments, info about the cache)."""
-    from ..data.datasets import digits
-    from ..diffusion import NoiseSchedule
-    from ..samplers.analytic_dpm import estimate_moments, load_moments
-    from .generate import _device
-
-    candidates = [ckpt.parent / f"{ckpt.stem}.moments.json", out_dir / f"{ckpt.stem}.moments.json"]
-    path = moments_cache_path(ckpt, out_dir)
-    cached: dict[int, float] = {}
-    meta: dict = {}
-    for cand in candidates:
-        if not cand.is_file():
-            continue
-        try:
-            cand_meta = json.loads(cand.read_text())
-            moments = load_moments(cand)
-        except (SdmError, ValueError, OSError):
-            continue
-        if not isinstance(cand_meta, dict):
-            continue
-        sha = cand_meta.get("checkpoint_sha256")
-        if sha is not None and (sha != ckpt_sha or cand_meta.get("num_samples") != num_samples):
-            continue  # another checkpoint or another sample count: not reused
-        cached, meta, path = moments, cand_meta, (cand if os.access(cand.parent, os.W_OK) else path)
-        break
-    missing = sorted(t for t in timesteps if t not in cached)
-    info = {"path": str(path), "reused": len(timesteps) - len(missing), "estimated": len(missing),
-            "num_samples": num_samples, "checkpoint_verified": bool(cached) and bool(meta.get("checkpoint_sha256"))}
-    if not missing:
-        return {t: cached[t] for t in timesteps}, info
-    dev = _device(device)
-    model = model.to(dev).eval()
-    if hasattr(model, "set_threshold_scale"):
-        model.set_threshold_scale(1.0)
-    x_train = digits("train")[0]
-    est = estimate_moments(model, x_train, NoiseSchedule.from_card(card), missing, num_samples=num_samples,
-                           batch_size=min(num_samples, 250), generator=torch.Generator().manual_seed(MOMENTS_SEED),
-                           progress=progress, device=dev)
-    merged = {**cached, **est}
-    payload = {"gamma": {str(t): float(merged[t]) for t in sorted(merged)}, "checkpoint": str(ckpt),
-               "checkpoint_sha256": ckpt_sha if (not cached or meta.get("checkpoint_sha256")) else None,
-               "num_samples": num_samples, "seed": MOMENTS_SEED,
-               "data": "digits train split", "note": "Analytic-DPM moments Gamma_t = E||eps_theta(x_t, t)||^2 / d"}
-    write_text(path, json.dumps(payload, indent=1) + "\n")
-    info["checkpoint_verified"] = not cached or bool(meta.get("checkpoint_sha256"))
-    return {t: merged[t] for t in timesteps}, info
-
-
 # -- the runner ------------------------------------------------------------------------------
 
 class _Models:
@@ -235,7 +150,7 @@ class _Models:
                                f"{card.model.image_size}x{card.model.image_size} images")
             self.nets[tag], self.cards[tag] = net, card
             self.files[tag] = checkpoint_file(ref)
-            self.shas[tag] = _sha256(self.files[tag])
+            self.shas[tag] = sha256(self.files[tag])
         self.moments: dict[str, dict[int, float]] = {}
         self.moments_info: dict[str, dict] = {}
 
@@ -307,7 +222,7 @@ def run_ablation(cfg: AblationConfig, command_line: str | None = None, progress:
 
     from ..data.datasets import digits
     from .classifier import DEFAULT_PATH, load_classifier
-    from .generate import _device
+    from ..devices import select_device
 
     _validate(cfg)
     if cfg.threads:
@@ -327,9 +242,9 @@ def run_ablation(cfg: AblationConfig, command_line: str | None = None, progress:
                                f"diffusion steps of {models.refs[tag]}")
     classifier_path = Path(cfg.classifier) if cfg.classifier else DEFAULT_PATH
     classifier = load_classifier(classifier_path)
-    classifier_sha = _sha256(classifier_path)
+    classifier_sha = sha256(classifier_path)
     reference = digits("held-out")[0]
-    device = _device(cfg.device)
+    device = select_device(cfg.device)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     previous: dict[str, dict] = {}

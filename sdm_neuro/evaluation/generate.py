@@ -1,7 +1,6 @@
 """Draw samples from a trained model with any solver, and save them (PNG grid, NPZ arrays)."""
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -9,58 +8,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..devices import select_device
 from ..errors import SdmError
-
-
-def _device(device: str | None) -> torch.device:
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SdmError(f"invalid --device {device!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SdmError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise SdmError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    return dev
-
-
-def make_solver(name: str, schedule, steps: int, spacing: str = "uniform", eta: float | None = None,
-                moments: dict[int, float] | None = None):
-    """``make_sampler`` plus ``eta``, which only solvers that take it (DDIM) accept, and the
-    Analytic-DPM moments."""
-    from ..samplers import SOLVERS, make_sampler
-
-    if name not in SOLVERS:
-        raise SdmError(f"unknown solver {name!r} (choose from {', '.join(SOLVERS)})")
-    kwargs = {}
-    if eta is not None:
-        takes_eta = [k for k, v in SOLVERS.items() if "eta" in inspect.signature(v.__init__).parameters]
-        if name not in takes_eta:
-            raise SdmError(f"--eta does not apply to solver {name!r} (only to: {', '.join(takes_eta)})")
-        if not 0.0 <= eta <= 1.0:
-            raise SdmError(f"--eta must be in [0, 1], got {eta}")
-        kwargs["eta"] = float(eta)
-    if name == "analytic-dpm" and moments is not None:
-        kwargs["moments"] = moments
-    return make_sampler(name, schedule, steps, spacing, **kwargs)
-
-
-def analytic_moments(model_ref, model, card, steps: int, spacing: str = "uniform", device: str | None = None,
-                     progress: bool = False) -> dict[int, float]:
-    """Analytic-DPM moments Gamma_t for the solver grid: read from ``<checkpoint>.moments.json``
-    beside the checkpoint when it holds them for this checkpoint, else estimated by Monte Carlo
-    on 500 training digits and added to that file."""
-    from ..diffusion import NoiseSchedule
-    from ..samplers import make_timesteps
-    from .ablation import MOMENT_SAMPLES, _sha256, checkpoint_file, ensure_moments
-
-    ckpt = checkpoint_file(model_ref)
-    grid = make_timesteps(NoiseSchedule.from_card(card).num_steps, steps, spacing)
-    moments, _ = ensure_moments(model, card, ckpt, _sha256(ckpt), set(grid), ckpt.parent, MOMENT_SAMPLES,
-                                device=device, progress=progress)
-    return moments
 
 
 def generate(model, card, solver: str = "ddim", steps: int = 50, n: int = 64, seed: int = 0, batch_size: int = 256,
@@ -77,6 +26,7 @@ def generate(model, card, solver: str = "ddim", steps: int = 50, n: int = 64, se
     from tqdm import tqdm
 
     from ..diffusion import NoiseSchedule
+    from ..samplers import make_sampler
 
     if n < 1:
         raise SdmError(f"--n must be >= 1, got {n}")
@@ -89,8 +39,8 @@ def generate(model, card, solver: str = "ddim", steps: int = 50, n: int = 64, se
     has_neurons = hasattr(model, "spiking_neurons") and len(model.spiking_neurons()) > 0
     if threshold_scale != 1.0 and not has_neurons:
         raise SdmError("--threshold-scale needs a spiking model (model.kind = 'snn'); this model has no IF neurons")
-    dev = _device(device)
-    sampler = make_solver(solver, NoiseSchedule.from_card(card), steps, spacing, eta, moments)
+    dev = select_device(device)
+    sampler = make_sampler(solver, NoiseSchedule.from_card(card), steps, spacing, eta, moments)
     m = card.model
     shape = (m.in_channels, m.image_size, m.image_size)
     gen = torch.Generator().manual_seed(seed)

@@ -32,13 +32,14 @@ class RunRecord:
 
 
 class TorchExecutor:
-    def __init__(self, graph: Graph, mode: str = "fixed", device: str | torch.device = "cpu"):
+    def __init__(self, graph: Graph, mode: str = "fixed", device: str | torch.device = "cpu",
+                 float_dtype: torch.dtype = torch.float32):
         if mode not in ("fixed", "float"):
             raise ValueError("mode must be 'fixed' or 'float'")
         if mode == "fixed" and not graph.meta.get("quantized"):
             raise ValueError("fixed-point execution needs a quantised graph")
         self.graph, self.mode, self.device = graph, mode, torch.device(device)
-        dt = torch.float64 if mode == "fixed" else torch.float32
+        dt = torch.float64 if mode == "fixed" else float_dtype  # float mode: float64 for exact comparisons
         self.dtype = dt
         self.weights = {}
         for p in graph.projections:

@@ -135,9 +135,11 @@ def estimate_moments(eps_model: EpsModel, data: torch.Tensor | Iterable, schedul
     return {t: v / count for t, v in sums.items()}
 
 
-def save_moments(path: str | os.PathLike, moments: dict[int, float]) -> None:
-    """Write {timestep: Gamma} as JSON {"gamma": {"t": Gamma}} (atomically)."""
-    write_text(path, json.dumps({"gamma": {str(t): float(moments[t]) for t in sorted(moments)}}, indent=1) + "\n")
+def save_moments(path: str | os.PathLike, moments: dict[int, float], meta: dict | None = None) -> None:
+    """Write {timestep: Gamma} as JSON {"gamma": {"t": Gamma}, **meta} (atomically): the one writer of
+    moments files (``evaluation.moments.ensure_moments`` adds the checkpoint hash and sample count)."""
+    payload = {"gamma": {str(t): float(moments[t]) for t in sorted(moments)}, **(meta or {})}
+    write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def load_moments(path: str | os.PathLike) -> dict[int, float]:

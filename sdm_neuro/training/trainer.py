@@ -29,6 +29,7 @@ from ..card import ModelCard
 from ..card import card_from_dict, check_memory
 from ..checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from ..data import load_dataset
+from ..devices import select_device
 from ..diffusion import NoiseSchedule
 from ..errors import SdmError
 from ..models import build_model
@@ -191,7 +192,7 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
 def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress, params, micro_batches, ck,
            world, rank, dist, tqdm) -> TrainResult:
     tr = card.training
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device(device)
     torch.manual_seed(seed + rank)
 
     data = load_dataset(tr.dataset, tr.data_path, card.model.image_size, card.model.in_channels)

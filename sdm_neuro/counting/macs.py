@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -234,3 +235,25 @@ def count_macs(model: nn.Module, image_size: int, in_channels: int, t_value: int
     return MacReport(kind="snn" if spiking else "ann", T=T if spiking else 1, image_size=image_size,
                      in_channels=in_channels, layers=list(records.values()),
                      neurons=neuron_counts["neurons"], neuron_updates=neuron_counts["updates"])
+
+
+# -- an exported graph ---------------------------------------------------------------------
+
+def graph_host_macs(graph) -> dict:
+    """Host-side MACs of one evaluation of an exported network (batch 1)."""
+    c_head, c_in, k, _ = graph.host.head_weight.shape
+    _, h, w = graph.image_shape
+    first = h * w * c_head * c_in * k * k
+    host_map = sum(p.shape[0] * p.shape[1] * p.shape[2] * p.host_map.shape[1]
+                   for p in graph.populations.values() if p.host_map is not None)
+    readout = int(np.prod(graph.populations[graph.readout].shape))
+    return {"first_conv": int(first), "bias_map": int(host_map), "readout_decode": int(readout)}
+
+
+def graph_dense_macs(graph) -> int:
+    """MACs of one evaluation of the exported network computed densely (T steps of every
+    projection, plus the host side): what a dense executor on a GPU does."""
+    from .synops import dense_macs
+
+    body = sum(dense_macs(p, graph.populations[p.src].shape) for p in graph.projections) * graph.T
+    return int(body + sum(graph_host_macs(graph).values()))

@@ -23,7 +23,7 @@ PROFILES_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
 
 KINDS = ("cmos", "neuromorphic", "gpu")
 ENERGY_REQUIRED = ("mac_pj", "ac_pj")
-ENERGY_OPTIONAL = ("neuron_update_pj", "spike_pj", "static_power_mw")
+ENERGY_OPTIONAL = ("neuron_update_pj", "neuron_update_inactive_pj", "spike_pj", "static_power_mw")
 GPU_NUMBERS = ("peak_tflops", "board_power_w")
 _TABLES = {"profile", "energy", "capacity", "gpu", "sources", "estimates"}
 
@@ -32,8 +32,9 @@ _TABLES = {"profile", "energy", "capacity", "gpu", "sources", "estimates"}
 class HardwareProfile:
     """One hardware energy model. Energies in pJ per operation, static power in mW.
 
-    ``neuron_update_pj``, ``spike_pj`` and ``static_power_mw`` are None where the profile does
-    not model them (e.g. the 45 nm CMOS arithmetic model or a GPU).
+    ``neuron_update_pj`` (an *active* update: the neuron integrates input), ``neuron_update_inactive_pj``
+    (a step with no input to integrate), ``spike_pj`` and ``static_power_mw`` are None where the
+    profile does not model them (e.g. the 45 nm CMOS arithmetic model or a GPU).
     """
 
     name: str
@@ -41,7 +42,8 @@ class HardwareProfile:
     description: str
     mac_pj: float  # pJ per multiply-accumulate
     ac_pj: float  # pJ per accumulate (synaptic op)
-    neuron_update_pj: float | None = None  # pJ per neuron state update (one neuron, one step)
+    neuron_update_pj: float | None = None  # pJ per active neuron state update (one neuron, one step)
+    neuron_update_inactive_pj: float | None = None  # pJ per inactive update (no input that step)
     spike_pj: float | None = None  # pJ per spike sent / routed
     static_power_mw: float | None = None  # mW, charged per second of run time
     capacity: dict = field(default_factory=dict)  # neurons_per_core, cores_per_chip, ...
@@ -164,7 +166,8 @@ def profile_from_dict(data: dict, path: Path | None = None) -> HardwareProfile:
     return HardwareProfile(
         name=prof["name"], kind=prof["kind"], description=" ".join(prof["description"].split()),
         mac_pj=values["mac_pj"], ac_pj=values["ac_pj"],
-        neuron_update_pj=values.get("neuron_update_pj"), spike_pj=values.get("spike_pj"),
+        neuron_update_pj=values.get("neuron_update_pj"),
+        neuron_update_inactive_pj=values.get("neuron_update_inactive_pj"), spike_pj=values.get("spike_pj"),
         static_power_mw=values.get("static_power_mw"),
         capacity=dict(capacity), gpu=dict(gpu), sources=dict(sources), estimates=tuple(estimates),
         path=path,

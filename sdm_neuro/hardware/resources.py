@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..energy.profiles import HardwareProfile
+from ..hardware.profiles import HardwareProfile
 from ..export.graph import Graph
 
 BITS_PER_SYNAPSE = 24  # estimate: 8-bit weight mantissa + 6-bit delay + 10-bit target index
@@ -40,7 +40,7 @@ def _bound(graph: Graph, npc: int, mem: int, cpc: int, bits: dict[str, int]) -> 
 def estimate_resources(graph: Graph, profile: HardwareProfile, synapses: dict[str, int] | None = None) -> dict:
     """Both bounds; ``synapses``: stored (non-zero) synapses per projection (computed if None)."""
     if synapses is None:
-        from ..energy.counters import fanout
+        from ..counting.synops import fanout
 
         synapses = {p.name: int(fanout(p, graph.populations[p.src].shape).sum()) for p in graph.projections}
     cap = profile.capacity

@@ -1,0 +1,1 @@
+"""Hardware: energy profiles (hw_profiles/*.toml) and the Loihi resource estimate of an export."""
