@@ -29,16 +29,35 @@ def cli() -> None:
     """Spiking diffusion models: train, sample, evaluate, export to Lava, simulate, energy reports."""
 
 
+def _end_progress_bars() -> None:
+    """Close open progress bars, so that a message starts on a line of its own, not on a bar's."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a broken bar must not hide the real error
+            pass
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _end_progress_bars()
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130."""
     try:
         cli.main(args=argv, standalone_mode=False)
     except SdmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"error: {exc}")
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130)
+    except OSError as exc:  # a file system failure no earlier check caught (disk full, vanished folder)
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _fail(f"error: {exc.strerror or exc}{where}")
+    except MemoryError:
+        _fail("error: out of memory (lower the batch size, --n, model.T or image_size)")
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -100,7 +100,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     good = (tmp_path / "latest.pt").read_bytes()
     from sdm_neuro.diffusion import schedule as sched_mod
 
-    monkeypatch.setattr(sched_mod.NoiseSchedule, "training_loss", lambda self, m, x0, generator=None: torch.tensor(float("nan")))
+    monkeypatch.setattr(sched_mod.NoiseSchedule, "eps_loss", lambda self, m, x0, t, noise: torch.tensor(float("nan")))
     with pytest.raises(SdmError, match="non-finite loss at step 10"):
         train(card, tmp_path, steps=20, resume=True, progress=False)
     assert (tmp_path / "latest.pt").read_bytes() == good

@@ -43,11 +43,13 @@ def test_fixed_point_close_to_float():
     assert r_fixed.overflow == 0
     # spiking nets amplify tiny rounding differences (a spike moves); the trained model's
     # epsilon MSE is checked in test_shipped.py; here: same function up to quantisation noise
+    # measured: rel 0.31 and 0.3 % spike-count difference; weight mantissas floored instead of
+    # rounded give 0.48 and 2.2 % (tests/test_reliability.py also checks the rounding directly)
     rel = ((e_fixed - e_float) ** 2).mean().sqrt() / (e_float**2).mean().sqrt()
-    assert rel < 0.5, rel
+    assert rel < 0.4, rel
     s_float = sum(int(v.sum()) for v in r_float.spikes.values())
     s_fixed = sum(int(v.sum()) for v in r_fixed.spikes.values())
-    assert abs(s_fixed - s_float) / s_float < 0.1
+    assert abs(s_fixed - s_float) / s_float < 0.01
 
 
 def test_upsample_conv_equals_transposed_conv():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_dir, set_threads
 
 DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")  # = energy.report.DEFAULT_PROFILES
 
@@ -52,6 +52,7 @@ def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, coun
     Prints a table; writes OUT/energy_report.json (schema: docs/energy_report.md), the headline as
     OUT/headline.md and PNG plots."""
     set_threads(threads)
+    check_output_dir(out_dir)
     from ..atomic import write_text
     from ..energy.render import format_report, headline_markdown, to_json, write_plots
     from ..energy.report import energy_report

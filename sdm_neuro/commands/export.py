@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import SdmError
-from ._common import set_threads
+from ._common import check_output_file, finite_positive, set_threads
 
 
 @click.command("export")
@@ -21,7 +21,7 @@ from ._common import set_threads
 @click.option("--max-upsampling-levels", type=int, default=1, show_default=True,
               help="nir: upsampling levels written exactly in phase layout; each level beyond the first "
                    "multiplies fine-map channels by 4 and their kernels by about 16 (docs/nir.md).")
-@click.option("--threshold-scale", type=float, default=1.0, show_default=True,
+@click.option("--threshold-scale", type=float, default=1.0, show_default=True, callback=finite_positive,
               help="Threshold guidance baked into the export: every spiking threshold x S "
                    "(< 1 inhibitory, > 1 excitatory). The fixed-point threshold mantissa rounds it; "
                    "the resolution is printed.")
@@ -33,6 +33,8 @@ def command(model, target, out, timestep, max_upsampling_levels, threshold_scale
         raise SdmError(f"--threshold-scale must be > 0, got {threshold_scale}")
     if target != "nir" and (timestep is not None or max_upsampling_levels != 1):
         raise SdmError("--timestep and --max-upsampling-levels apply to --target nir only")
+    if out:
+        check_output_file(out)
     if target == "nir":
         from ..export.nir_export import export_nir
 
@@ -47,5 +49,6 @@ def command(model, target, out, timestep, max_upsampling_levels, threshold_scale
 
         card, _ = resolve_model(model)
         out = Path(out) if out else Path("export") / f"{card.model.name}.lava.h5"
+        check_output_file(out)
         summary = export_lava(model, out, threshold_scale)
     click.echo(json.dumps(summary))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_dir, set_threads
 
 
 @click.command("finetune")
@@ -37,9 +37,10 @@ def command(model, tsm, out_dir, steps, lr, seed, device, max_minutes, threads):
         raise SdmError(f"--steps must be >= 1, got {steps}")
     if lr is not None and lr <= 0:
         raise SdmError(f"--lr must be > 0, got {lr}")
+    check_output_dir(out_dir)
     set_threads(threads)
     from ..card import card_from_dict
-    from ..checkpoint import resolve_model
+    from ..checkpoint import check_state_dict, resolve_model
     from ..models import build_model
     from ..training import train as run_train
 
@@ -64,14 +65,7 @@ def command(model, tsm, out_dir, steps, lr, seed, device, max_minutes, threads):
     # Check that the checkpoint is this architecture: only the new gains p[t] may be missing.
     state = ckpt.get("ema") or ckpt["model"]
     probe = build_model(ft_card)
-    try:
-        res = probe.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise SdmError(f"checkpoint does not match its model card: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in res.missing_keys if not k.endswith(".gain")]
-    if missing or res.unexpected_keys:
-        raise SdmError(f"checkpoint does not match its model card (missing {missing[:3]}, "
-                       f"unexpected {res.unexpected_keys[:3]})")
+    check_state_dict(probe, state, f"checkpoint of {model}", allow_missing=(".gain",))
     del probe
 
     out = run_train(ft_card, out_dir, steps=steps, seed=seed, device=device, max_minutes=max_minutes,

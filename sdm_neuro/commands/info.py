@@ -17,13 +17,15 @@ def gather_info(model_ref: str) -> dict:
     """Everything ``sdm-neuro info`` reports, as a JSON-ready dict."""
     import torch
 
-    from ..checkpoint import resolve_model
+    from ..checkpoint import load_weights, resolve_model
     from ..counting.macs import classify_module, count_macs
     from ..models import build_model
     from ..neurons import IFNeuron
 
     card, ckpt = resolve_model(model_ref)
     model = build_model(card)
+    if ckpt is not None:  # the same checks as sample and export: keys, shapes, finite values
+        load_weights(model, ckpt, f"checkpoint of {model_ref}")
     m = card.model
     levels = len(m.channel_mult)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_file, finite_positive, set_threads
 
 # Solver names for --help and validation without importing torch at CLI start-up; the
 # authoritative list is ``sdm_neuro.samplers.SOLVERS`` (checked again when sampling).
@@ -39,7 +39,7 @@ def output_paths(out: str) -> tuple[Path | None, Path]:
 @click.option("--spacing", default="uniform", show_default=True, help=f"Timestep spacing: {', '.join(SPACING_NAMES)}.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Images per network batch.")
-@click.option("--threshold-scale", type=float, default=1.0, show_default=True,
+@click.option("--threshold-scale", type=float, default=1.0, show_default=True, callback=finite_positive,
               help="Threshold guidance: scales every spiking threshold (<1 inhibitory, >1 excitatory; 1.0 off).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
@@ -53,6 +53,7 @@ def command(model, solver, steps, n, out, eta, spacing, seed, batch_size, thresh
     from ..errors import SdmError
 
     png, npz = output_paths(out)
+    check_output_file(npz)
     set_threads(threads)
     from ..checkpoint import load_model
     from ..evaluation.generate import generate, save_grid, save_npz

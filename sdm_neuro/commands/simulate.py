@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import SdmError
-from ._common import set_threads
+from ._common import check_output_dir, finite_positive, set_threads
 
 
 @click.command("simulate")
@@ -25,7 +25,7 @@ from ._common import set_threads
               help="Folder for images, spike counts (spikes.json) and the summary (summary.json).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare every Lava evaluation with the PyTorch executor (fixed mode: spike for spike).")
-@click.option("--threshold-scale", type=float, default=1.0, show_default=True,
+@click.option("--threshold-scale", type=float, default=1.0, show_default=True, callback=finite_positive,
               help="Threshold guidance at run time: every threshold x S on top of what the export "
                    "holds (< 1 inhibitory, > 1 excitatory); the fixed-point threshold mantissa rounds it.")
 @click.option("--profile", default="loihi2", show_default=True, help="Hardware profile for the resource estimate.")
@@ -39,6 +39,7 @@ def command(export_file, mode, timestep, solver, steps, n, seed, out_dir, check,
     Without --timestep: a closed-loop sampling run (host solver, Lava network) writing images.
     A .nir file (export --target nir) is run by norse instead: one step at its baked timestep.
     """
+    check_output_dir(out_dir)  # before the run, not after it
     if Path(export_file).suffix == ".nir":
         from .simulate_nir import simulate_nir
 

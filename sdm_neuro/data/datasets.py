@@ -61,6 +61,21 @@ def _mnist_like(root: Path, name: str) -> np.ndarray:
     raise SdmError(f"{name}: expected {root}/train-images-idx3-ubyte (or .gz) from the {name} distribution")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR-10 python batches: builds only dicts, lists, bytes, str and ints
+    (and numpy arrays, which some re-saved batches hold); any other global is refused, so a
+    crafted batch cannot run code while it loads."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name} (not part of a CIFAR-10 batch)")
+
+
 def _cifar10(root: Path) -> np.ndarray:
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
@@ -71,9 +86,10 @@ def _cifar10(root: Path) -> np.ndarray:
             raise SdmError(f"cifar10: expected {f} (the python version of CIFAR-10)")
         try:
             with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+                batch = _CifarUnpickler(fh, encoding="bytes").load()
             arrays.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as exc:
+        except (pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError, AttributeError,
+                IndexError) as exc:
             raise SdmError(f"cifar10: {f} is not a CIFAR-10 python batch ({exc})") from None
     return np.concatenate(arrays)
 

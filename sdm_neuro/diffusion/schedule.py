@@ -55,4 +55,8 @@ class NoiseSchedule:
         n = x0.shape[0]
         t = torch.randint(0, self.num_steps, (n,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        return self.eps_loss(model, x0, t, noise)
+
+    def eps_loss(self, model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Epsilon-prediction MSE at the given timesteps t (N,) and noise (N, C, H, W)."""
         return torch.mean((model(self.q_sample(x0, t, noise), t) - noise) ** 2)
