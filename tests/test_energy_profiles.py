@@ -168,6 +168,87 @@ def test_event_energy_charges_every_event_kind():
     assert any("inactive" in x for x in e.not_modelled)
 
 
+# -- MAC counter -------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 9x9 -> 5x5
+        self.fc = nn.Linear(8 * 5 * 5, 10)
+
+    def forward(self, x, t):
+        return self.fc(self.head(x).flatten(1))
+
+
+def test_count_macs_hand_computed():
+    net = TinyNet().train()
+    r = count_macs(net, image_size=9, in_channels=3)
+    layers = {layer.name: layer for layer in r.layers}
+    assert layers["head"].macs == 8 * 5 * 5 * 3 * 3 * 3  # out elements x in_ch x k x k = 5400
+    assert layers["fc"].macs == 10 * 200  # out features x in features
+    assert (layers["head"].part, layers["head"].role) == ("host", "encoder")
+    assert layers["fc"].part == "body"
+    assert r.total_macs == 7400 and r.first_conv_macs == 5400 and r.kind == "ann"
+    assert net.training  # train/eval flags restored
+
+
+def test_count_macs_slayer_synapse_per_step():
+    from sdm_neuro.models.unet import SynConv
+    from sdm_neuro.neurons import IFNeuron
+
+    class TinySNN(nn.Module):
+        T = 3
+
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Conv2d(1, 4, 3, padding=1)
+            self.neuron = IFNeuron(3)
+            self.conv = SynConv(4, 2, 3, stride=2, padding=1)  # 6x6 -> 3x3 per step
+
+        def forward(self, x, t):
+            h = self.head(x)
+            return self.conv(self.neuron(h.unsqueeze(-1).expand(*h.shape, 3)))
+
+    r = count_macs(TinySNN(), image_size=6, in_channels=1)
+    conv = next(layer for layer in r.layers if layer.name == "conv")
+    assert conv.steps == 3 and conv.flops_per_step == 2 * 3 * 3 * 4 * 9 and conv.macs == 3 * conv.flops_per_step
+    assert conv.spike_input and conv.part == "body"
+    assert r.kind == "snn" and r.neurons == 4 * 6 * 6 and r.neuron_updates == 3 * 4 * 6 * 6
+    assert r.spike_flops_per_step == conv.flops_per_step
+
+
+def test_paper_anchor_ann_macs_times_emac():
+    """Table IV: DDPM-ANN 29.23 mJ per evaluation = 6.35 GMAC x 4.6 pJ (pytorch-ddpm UNet with a
+    middle attention block). Our ANN twin has no attention: expect a little lower, within 5 %."""
+    from sdm_neuro.models import build_model
+
+    card = load_card(PAPER_ANN_CARD)
+    r = count_macs(build_model(card), card.model.image_size, card.model.in_channels)
+    mj = ann_energy_pj(r.total_macs, load_profile("cmos45nm")) / 1e9
+    print(f"paper ANN twin: {r.total_macs / 1e9:.4f} GMAC x 4.6 pJ = {mj:.2f} mJ (paper: 29.23 mJ)")
+    assert mj == pytest.approx(29.23, rel=0.05)
+    assert r.first_conv_macs == 128 * 32 * 32 * 3 * 9
+    assert r.host_macs + r.body_macs == r.total_macs
+
+
+# -- sdm-neuro info ----------------------------------------------------------------------------
+def test_info_paper_card_json():
+    from click.testing import CliRunner
+
+    from sdm_neuro.cli import cli
+
+    res = CliRunner().invoke(cli, ["info", str(PAPER_SNN_CARD), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    params = info["parameters"]
+    print(f"paper SNN: {params['total']:,} params = {params['total_M_2^20']} M (2^20); "
+          f"paper 63.61, difference {info['paper']['difference_M_2^20']:+}")
+    assert params["total"] == params["host"] + params["body"] > 60_000_000
+    assert abs(info["paper"]["difference_M_2^20"]) < 1.0  # 63.61 M (2^20) in the paper
+    assert info["tsm"]["params"] == 0 and info["tsm"]["params_if_enabled"] == 51 * 4
+    assert info["macs"]["body"] > info["macs"]["host"] > 0
+    assert info["architecture"]["T"] == 4
+
+
 # -- timed runs --------------------------------------------------------------------------------
 def test_time_repeats_warms_up_then_reports_median_and_spread():
     from sdm_neuro.energy.timing import time_repeats
