@@ -91,11 +91,15 @@ def _lr_at(step: int, lr: float, warmup: int) -> float:
 
 def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume: bool = False,
           seed: int | None = None, device: str | None = None, max_minutes: float | None = None,
-          init_from: dict | None = None, progress: bool = True, params=None) -> TrainResult:
+          init_from: dict | None = None, progress: bool = True, params=None,
+          freeze_batchnorm: bool = False) -> TrainResult:
     """Train ``card``'s model with DDPM's epsilon loss; returns where the checkpoints are.
 
     ``init_from``: a checkpoint whose weights start the run (fine-tuning, e.g. TSM).
     ``params``: optional callable model -> parameter list to optimise (default: all).
+    ``freeze_batchnorm``: keep BatchNorm in eval mode (running statistics fixed, affine still
+    trained) and skip the recalibration at save time; fine-tuning of a converted SNN, whose BN
+    statistics are the quantised ANN's by construction.
     """
     from tqdm import tqdm
 
@@ -149,12 +153,17 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
                                  "optimizer": opt.state_dict(), "step": step, "seconds": seconds,
                                  "loss": loss, "rng": torch.get_rng_state()})
         final = copy.deepcopy(ema.model)
-        recalibrate_batchnorm(final, data, schedule, seed=step)
+        if not freeze_batchnorm:
+            recalibrate_batchnorm(final, data, schedule, seed=step)
         save_checkpoint(out_dir / "model.pt", {"card": card_dict, "model": final.state_dict(), "step": step,
                                               "seconds": seconds, "loss": loss})
 
     t0 = time.time()
     model.train()
+    if freeze_batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0,
                desc=f"train {card.model.name}", unit="step", dynamic_ncols=True)
     g = torch.Generator().manual_seed(seed * 1000 + rank + start)
