@@ -23,9 +23,10 @@ from sdm_neuro.neurons import quantize, quantize_levels, run_if
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Cannot import module:UserWarning")
 
-# Measured on the tiny converted UNets below (seed 0, base 8): the largest per-layer
-# mean |rate - Q/s| beyond the first spiking layer is 0.056 (b = 2) and 0.031 (b = 3).
-DEEP_ERROR_BOUND = {2: 0.08, 3: 0.05}
+# Measured on the tiny converted UNets below (seed 0, base 8, 8 inputs of seed 1): the largest
+# per-layer mean |rate - Q/s| beyond the first spiking layer is 0.058 (b = 2) and 0.028 (b = 3);
+# the relative eps MSE against the quantised ANN is 0.10 and 0.035. Bounds: about 1.4x those.
+DEEP_ERROR_BOUND = {2: 0.08, 3: 0.04}
 
 
 # -- one IF layer ----------------------------------------------------------------------------
@@ -84,7 +85,9 @@ def test_conversion_exact_in_first_layer_bounded_deeper(bits):
     q, snn, card = _converted(bits)
     assert card.T == 2**bits - 1 and card.model.reset == "subtract" and card.model.v_init == 0.5
     neurons = snn.spiking_neurons()
-    clips = [float(m.scale()) for m in q.modules() if hasattr(m, "scale")]
+    from sdm_neuro.models.unet import QuantReLU
+
+    clips = [float(m.scale()) for m in q.modules() if isinstance(m, QuantReLU)]
     assert [float(n.threshold) for n in neurons] == pytest.approx(clips)  # theta = s per layer
     assert len(set(clips)) > 3
     g = torch.Generator().manual_seed(1)
@@ -97,7 +100,7 @@ def test_conversion_exact_in_first_layer_bounded_deeper(bits):
     assert max(deep) > 0.005  # deeper layers are not exact (time-varying input currents)
     with torch.no_grad():
         rel = float(((q(x, t) - snn(x, t)) ** 2).mean() / (q(x, t) ** 2).mean())
-    assert rel < 0.2
+    assert rel < {2: 0.15, 3: 0.05}[bits]
 
 
 def test_converted_export_is_spike_exact_on_lava(tmp_path):

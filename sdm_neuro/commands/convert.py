@@ -81,6 +81,7 @@ def command(ann_model, bits, out_dir, qat_steps, finetune_steps, lr, name, seed,
     from ..data import load_dataset
     from ..diffusion import NoiseSchedule
     from ..models import build_model
+    from ..models.unet import QuantReLU
     from ..training import train as run_train
 
     card, ckpt = resolve_model(ann_model)
@@ -129,7 +130,7 @@ def command(ann_model, bits, out_dir, qat_steps, finetune_steps, lr, name, seed,
                               init_from={"model": qmodel.state_dict()}).steps
         qmodel.load_state_dict(load_checkpoint(out / "qat" / "model.pt")["model"])
     qmodel.eval()
-    clips = {n: float(mod.scale()) for n, mod in qmodel.named_modules() if hasattr(mod, "scale")}
+    clips = {n: float(mod.scale()) for n, mod in qmodel.named_modules() if isinstance(mod, QuantReLU)}
 
     scard = run_card(converted_card(qcard, name=base), finetune_steps, lr_)
     snn = build_model(scard)
