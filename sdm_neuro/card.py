@@ -38,9 +38,14 @@ class ModelSpec:
     T: int = 4  # spiking steps per network evaluation (ignored, forced to 1, for the ANN)
     threshold: float = 1.0  # IF firing threshold (Loihi fires when v > threshold)
     surrogate_alpha: float = 2.0  # ATan surrogate sharpness
-    activation: str = "relu"  # ANN twin's activation: "relu" | "silu"
+    activation: str = "relu"  # ANN twin's activation: "relu" | "silu" | "quant" (b-bit clip-and-round, Eq. 21)
     neuron: str = "if"  # SNN neuron implementation: "if" (Loihi CUBA IF) | "slayer-cuba"
     tsm: bool = False  # Temporal-wise Spiking Mechanism gains p[t] (paper Sec. IV-B)
+    reset: str = "zero"  # IF reset after a spike: "zero" (hard, Loihi's default) | "subtract" (conversion)
+    v_init: float = 0.0  # IF membrane at the start of each evaluation, as a fraction of the threshold
+    quant_bits: int = 0  # b: ANN with activation "quant": b-bit activations with a learned clip s per
+    #   layer; SNN: converted from such an ANN (T = 2^b - 1, per-layer thresholds theta = s in the
+    #   checkpoint). 0: neither.
 
 
 @dataclass
@@ -182,8 +187,22 @@ def validate(card: ModelCard) -> None:
         raise SdmError("model.base_channels, num_res_blocks, in_channels must be >= 1, temb_dim >= 2")
     if not 0 <= m.dropout < 1:
         raise SdmError(f"model.dropout must be in [0, 1), got {m.dropout}")
-    if m.activation not in ("relu", "silu"):
-        raise SdmError(f"model.activation must be 'relu' or 'silu', got {m.activation!r}")
+    if m.activation not in ("relu", "silu", "quant"):
+        raise SdmError(f"model.activation must be 'relu', 'silu' or 'quant', got {m.activation!r}")
+    if not 0 <= m.quant_bits <= 8:
+        raise SdmError(f"model.quant_bits must be in 0..8, got {m.quant_bits}")
+    if m.kind == "ann" and (m.activation == "quant") != (m.quant_bits > 0):
+        raise SdmError("an ANN with activation 'quant' needs model.quant_bits >= 1 (and only it takes quant_bits)")
+    if m.kind == "snn" and m.quant_bits > 0 and m.T != 2**m.quant_bits - 1:
+        raise SdmError(f"a converted SNN (model.quant_bits = {m.quant_bits}) needs T = 2^b - 1 = "
+                       f"{2**m.quant_bits - 1}, got T = {m.T}")
+    if m.reset not in ("zero", "subtract"):
+        raise SdmError(f"model.reset must be 'zero' or 'subtract', got {m.reset!r}")
+    if not 0 <= m.v_init < 1:
+        raise SdmError(f"model.v_init (fraction of the threshold) must be in [0, 1), got {m.v_init}")
+    if m.neuron == "slayer-cuba" and (m.reset != "zero" or m.v_init != 0):
+        raise SdmError("model.neuron 'slayer-cuba' has a hard reset from v = 0; use neuron 'if' for "
+                       "reset 'subtract' or v_init > 0")
     if m.neuron not in ("if", "slayer-cuba"):
         raise SdmError(f"model.neuron must be 'if' or 'slayer-cuba', got {m.neuron!r}")
     if d.num_steps < 2 or not 0 < d.beta_start < d.beta_end < 1:

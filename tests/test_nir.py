@@ -233,6 +233,11 @@ def test_bake_refuses_fixed_point_and_gains():
     g.populations["b"].gain = np.ones(4, np.float32)
     with pytest.raises(SdmError, match="TSM"):
         bake_timestep(g, 0)
+    for field, value in (("reset", "subtract"), ("v_init", 0.5)):  # a converted model's neurons
+        g = _fan_in_graph()
+        setattr(g.populations["b"], field, value)
+        with pytest.raises(SdmError, match="reset by subtraction"):
+            bake_timestep(g, 0)
 
 
 def test_threshold_scale_and_timestep_are_baked():

@@ -8,6 +8,7 @@ command functions, never at module level.
 COMMANDS = [
     "train",
     "finetune",
+    "convert",
     "tsm-plot",
     "sample",
     "evaluate",

@@ -13,6 +13,17 @@ import click
 from ..models.paper_config import MIB, PAPER_PARAMS_M2, PAPER_REFERENCE_PARAMS, is_paper_config
 from ._common import set_threads
 
+def _neuron_text(m) -> str:
+    if m.kind == "ann":
+        return f"{m.quant_bits}-bit clip-and-round, learned clip per layer (quantised ANN)" if m.activation == "quant" \
+            else f"{m.activation} (ANN twin)"
+    if m.quant_bits:
+        return (f"IF (impl '{m.neuron}'), converted from a {m.quant_bits}-bit ANN: per-layer threshold = clip s, "
+                f"reset '{m.reset}', v0 = {m.v_init:g} x threshold")
+    text = f"IF (impl '{m.neuron}'), threshold {m.threshold:g}"
+    return text if m.reset == "zero" and not m.v_init else text + f", reset '{m.reset}', v0 = {m.v_init:g} x threshold"
+
+
 def gather_info(model_ref: str) -> dict:
     """Everything ``sdm-neuro info`` reports, as a JSON-ready dict."""
     import torch
@@ -67,8 +78,7 @@ def gather_info(model_ref: str) -> dict:
             "num_res_blocks": m.num_res_blocks, "temb_dim": m.temb_dim, "dropout": m.dropout,
             "attention": False,
             "T": card.T,
-            "neuron": (f"IF (impl '{m.neuron}'), threshold {m.threshold:g}" if m.kind == "snn"
-                       else f"{m.activation} (ANN twin)"),
+            "neuron": _neuron_text(m),
             "tsm": bool(m.tsm) if m.kind == "snn" else False,
             "spiking_neuron_layers": len(neurons),
         },

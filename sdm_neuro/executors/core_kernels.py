@@ -2,7 +2,7 @@
 
 Shared by the Lava process models (``lava_processes.population_core``) and the in-process
 ``PipelineSimulator``, so both run the same kernels (torch must not be called inside Lava
-process models). Semantics are those of ``docs/export_format.md`` (format version 2):
+process models). Semantics are those of ``docs/export_format.md`` (format version 3):
 
 * **Synapses, kernel stored once.** ``ConvSynapses`` keeps a projection's (C_out, C_in, k, k)
   kernel once, as a (C_in*k*k, C_out) matrix, plus a (H*W, k*k) table of which output pixel
@@ -14,11 +14,12 @@ process models). Semantics are those of ``docs/export_format.md`` (format versio
 * **Neuron** (Loihi CUBA with du = 4095, dv = 0: integrate-and-fire, instant current):
   fixed point ``a_in = wrap16(sum_p (sum mant*s) << weight_exp_p)``, ``u = a_in << 6``,
   ``v = sat24(v + u + bias)`` (TSM: ``v = sat24(v + ((u + bias) * gain_mant[t]) >> 8)``),
-  spike when ``v > vth << 6``, then ``v = 0``. Float: the same without widths and shifts.
+  spike when ``v > vth << 6``, then ``v = 0`` (reset "zero") or ``v -= vth << 6`` (reset
+  "subtract", ANN-to-SNN conversion). Float: the same without widths and shifts.
 * **Pipelined schedule.** Lava step k (0-based; Lava's ``time_step`` is k + 1). A core at depth
   d serves one image-evaluation per T-step slot; slot j covers steps d + jT .. d + jT + T - 1.
   At each slot start (``(k - d) % T == 0``) it takes one host message (active + bias, or idle)
-  and resets v to 0. Spikes it emits at step k reach its destinations at step k + 1 (one hop)
+  and sets v to its initial value ``v0`` (0, or theta / 2 for a converted model; 0 when idle). Spikes it emits at step k reach its destinations at step k + 1 (one hop)
   and are integrated ``delay`` steps later. An idle slot integrates nothing and cannot fire;
   spikes that arrive in an idle slot are counted (``outside_in``); there are none when the
   delays are balanced, which the tests check.
@@ -148,6 +149,8 @@ class CoreSpec:
     vth: float  # fixed: vth mantissa (fires when v > vth << 6); float: threshold
     gain: np.ndarray | None  # (T,): fixed gain mantissas (8.8) or float gains; None = no TSM
     sources: list  # [(src name, src shape, weight (out, in, k, k), stride, padding, transposed, delay, exp)]
+    reset: str = "zero"  # "zero": v = 0 after a spike; "subtract": v -= threshold
+    v0: float = 0.0  # v at each slot start: fixed, v-units (vInitMant); float, model units (v_init)
 
     @property
     def size(self) -> int:
@@ -193,6 +196,9 @@ class CoreState:
         self.scales = [float(2 ** int(src[7])) if spec.fixed else 1.0 for src in spec.sources]
         self.lines = [deque([None] * d) for d in self.delays]
         dt = np.int64 if spec.fixed else np.float64
+        if spec.reset not in ("zero", "subtract"):
+            raise ValueError(f"core {spec.name}: reset must be 'zero' or 'subtract', got {spec.reset!r}")
+        self.v0 = int(spec.v0) if spec.fixed else float(spec.v0)
         self.v = np.zeros(n, dt)
         self.bias = np.zeros(n, dt)
         self.active = False
@@ -221,7 +227,7 @@ class CoreState:
             self.active = bool(message[-1])
             if self.active and spec.kind == "if":
                 self.bias[:] = message[:-1]
-            self.v[:] = 0
+            self.v[:] = self.v0 if self.active else 0
         if not self.active:
             self.outside_in += sum(int(np.count_nonzero(s)) for s in due if s is not None)
             return self.zeros, None
@@ -254,7 +260,10 @@ class CoreState:
             v = np.clip(v, -V_MAX, V_MAX)
         thr = (int(spec.vth) << ACT_SHIFT) if self.fixed else spec.vth
         s = v > thr
-        v[s] = 0
+        if spec.reset == "subtract":
+            v[s] -= thr
+        else:
+            v[s] = 0
         self.v = v
         self.record[:, phase] = s
         if phase == spec.T - 1:
@@ -279,5 +288,7 @@ def core_specs(graph, mode: str) -> list[CoreSpec]:
         gain = None
         if pop.gain is not None:
             gain = np.asarray(pop.gain_mant, np.int64) if fixed else np.asarray(pop.gain, np.float64)
-        specs.append(CoreSpec(name, tuple(pop.shape), graph.T, int(pop.depth), pop.kind, fixed, vth, gain, sources))
+        v0 = int(pop.v_init_mant) if fixed else float(pop.v_init)
+        specs.append(CoreSpec(name, tuple(pop.shape), graph.T, int(pop.depth), pop.kind, fixed, vth, gain, sources,
+                              pop.reset, v0))
     return specs

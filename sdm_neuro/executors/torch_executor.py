@@ -2,7 +2,8 @@
 
 ``mode="fixed"`` reproduces Lava's ``fixed_pt`` Loihi arithmetic exactly (integers carried
 in float64, which is exact below 2**53): 16-bit synaptic input, ``u = a_in << 6``, saturating
-24-bit voltage, ``v > vth << 6``, hard reset, 13+3-bit biases. ``mode="float"`` is the same
+24-bit voltage, ``v > vth << 6``, hard reset (or reset by subtraction from ``v0 = vInitMant``
+for a converted model), 13+3-bit biases. ``mode="float"`` is the same
 network in real arithmetic (matches the trained model up to float rounding).
 
 It runs the synchronous model (every population sees spiking step t at step t), which is what
@@ -73,6 +74,7 @@ class TorchExecutor:
             state[name] = torch.zeros(n, *pop.shape, dtype=dt, device=dev)
             if pop.kind != "if":
                 continue
+            state[name] += float(pop.v_init_mant) if fixed else pop.v_init
             if fixed:
                 mant, exp = fixed_bias(pop, biases[name])
                 bias_eff[name] = mant * 2.0**exp
@@ -110,7 +112,7 @@ class TorchExecutor:
                 if fixed:
                     v = v.clamp(-V_MAX, V_MAX)
                 s = v > vth[name]
-                state[name] = torch.where(s, torch.zeros_like(v), v)
+                state[name] = torch.where(s, v - vth[name] if pop.reset == "subtract" else torch.zeros_like(v), v)
                 spikes[name] = s.to(dt)
                 counts[name].append(s.flatten(1).sum(1))
                 per_neuron[name] = per_neuron[name] + s.flatten(1).sum(0).double()

@@ -1,8 +1,9 @@
 """The deployed network as a small typed graph (in the spirit of NIR): nodes and edges.
 
 Nodes:
-  * ``Population``: C x H x W integrate-and-fire neurons (Loihi CUBA, du = 1, dv = 0, hard
-    reset). Its input current at spiking step t is the sum of its incoming projections plus a
+  * ``Population``: C x H x W integrate-and-fire neurons (Loihi CUBA, du = 1, dv = 0; hard
+    reset, or reset by subtraction with an initial membrane ``v_init`` for a converted model,
+    see ``reset``). Its input current at spiking step t is the sum of its incoming projections plus a
     host-side bias current (constant part + time-embedding table row + a per-pixel linear map
     of the host's first-conv output). ``kind = "readout"`` marks the output population, which
     never fires: it integrates its input over T and the host decodes eps = v / T.
@@ -62,6 +63,9 @@ class Population:
     scale_exp: int = 0  # fixed point: 1.0 model unit = 2**scale_exp synaptic-input units
     vth_mant: int = 0  # fixed point: threshold mantissa (Loihi vth; fires when v > vth << 6)
     gain_mant: np.ndarray | None = None  # fixed point TSM gain (T,), value = gain_mant / 2**GAIN_SHIFT
+    reset: str = "zero"  # after a spike: "zero" (v = 0) | "subtract" (v -= threshold)
+    v_init: float = 0.0  # membrane at the start of each evaluation (model units)
+    v_init_mant: int = 0  # fixed point: initial v in v-units, round(v_init * 2**(scale_exp + 6))
 
     @property
     def size(self) -> int:

@@ -1,6 +1,6 @@
 """The export file (``*.lava.h5``): the single contract between training and deployment.
 
-Schema ``sdm-neuro-lava`` version 2 (documented in ``docs/export_format.md``). Everything an
+Schema ``sdm-neuro-lava`` version 3 (documented in ``docs/export_format.md``). Everything an
 executor or the energy report needs is here; nothing refers back to the training code.
 Netx-style per-layer groups keep netx's field names and meanings where they apply
 (``type``, ``shape`` = (C, H, W), ``neuron/iDecay``, ``neuron/vDecay``, ``neuron/vThMant``,
@@ -8,7 +8,8 @@ Netx-style per-layer groups keep netx's field names and meanings where they appl
 
 Deterministic: the same model gives the same content; ``content_hash`` (root attribute) is the
 SHA-256 of every dataset and attribute in a canonical order, and datasets are written without
-timestamps. ``read_graph`` recomputes the hash and refuses a file whose content does not match
+timestamps. Version 3 adds each population's reset mode and initial membrane (ANN-to-SNN
+conversion); version 2 files are still read, as hard reset from v = 0. ``read_graph`` recomputes the hash and refuses a file whose content does not match
 it, then validates every field's type, range, finiteness and consistency.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..errors import SdmError
 from .graph import Graph, HostSide, Population, Projection
 
 FORMAT = "sdm-neuro-lava"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # v2: no neuron/reset, neuron/vInitMant, v_init (read as "zero", 0)
 A_IN_BITS = 16  # width of Loihi's synaptic input a_in (two's-complement wrap)
 I_DECAY = 4096  # netx iDecay: current decay x 4096 (1.0: the current does not persist)
 V_DECAY = 0  # netx vDecay: no voltage leak (integrate-and-fire)
@@ -104,6 +106,9 @@ def write_graph(graph: Graph, path: str | Path, betas: np.ndarray, provenance: d
                 _ds(nrn, "vThMant", int(p.vth_mant))
                 _ds(nrn, "refDelay", 1)
                 _ds(nrn, "gradedSpike", False)
+                _str(nrn, "reset", p.reset)
+                _ds(nrn, "vInitMant", int(p.v_init_mant))
+                _ds(g, "v_init", np.float64(p.v_init))
                 if p.bias is not None:
                     _ds(g, "bias", p.bias.astype(np.float32))
                 if p.bias_table is not None:
@@ -169,8 +174,9 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
             if version == 1:
                 raise SdmError(f"{path} is a format_version 1 export (unpipelined deployment v1); re-export it with "
                                f"'sdm-neuro export --target lava MODEL -o {path.name}'")
-            if version != FORMAT_VERSION:
-                raise SdmError(f"{path} has format_version {version}; this sdm-neuro reads version {FORMAT_VERSION}")
+            if version not in READABLE_VERSIONS:
+                raise SdmError(f"{path} has format_version {version}; this sdm-neuro reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}")
             stored = str(f.attrs.get("content_hash", ""))
             if content_hash(f) != stored:
                 raise SdmError(f"{path}: content hash mismatch (the file was modified or corrupted after export); "
@@ -182,6 +188,11 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
                 g = _need(layers, str(i), path)
                 nrn = _need(g, "neuron", path)
                 kind = "readout" if _scalar(g, "type", path) == "readout" else "if"
+                if version >= 3:
+                    reset = str(_scalar(nrn, "reset", path))
+                    v_init, v_init_mant = float(_scalar(g, "v_init", path)), int(_scalar(nrn, "vInitMant", path))
+                else:  # version 2: hard reset from v = 0
+                    reset, v_init, v_init_mant = "zero", 0.0, 0
                 p = Population(
                     name=_scalar(g, "name", path), shape=tuple(int(s) for s in _need(g, "shape", path)[()]),
                     threshold=float(_scalar(g, "threshold", path)), kind=kind,
@@ -191,7 +202,8 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
                     gain=g["gain"][()] if "gain" in g else None,
                     depth=int(_scalar(g, "depth", path)), scale_exp=int(_scalar(g, "scale_exp", path)),
                     vth_mant=int(_scalar(nrn, "vThMant", path)),
-                    gain_mant=g["gain_mant"][()] if "gain_mant" in g else None)
+                    gain_mant=g["gain_mant"][()] if "gain_mant" in g else None,
+                    reset=reset, v_init=v_init, v_init_mant=v_init_mant)
                 pops[p.name] = p
                 names.append(p.name)
             projections = []
@@ -212,7 +224,7 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
             meta = json.loads(f.attrs.get("meta", "{}"))
             graph = Graph(int(f.attrs["T"]), tuple(int(s) for s in f.attrs["image_shape"]), pops, projections, hs,
                           _name(names, f.attrs["readout"], "readout", path), {**meta, "quantized": True})
-            info = {"betas": betas, "content_hash": str(f.attrs.get("content_hash", "")),
+            info = {"betas": betas, "content_hash": str(f.attrs.get("content_hash", "")), "format_version": version,
                     "window": int(f.attrs["window"]), "latency": int(f.attrs["latency"]), "meta": meta}
     except SdmError:
         raise

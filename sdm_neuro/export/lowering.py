@@ -116,7 +116,9 @@ class Lowering:
     def spike(self, cur: Current, neuron: nn.Module, label: str) -> str:
         gain = None if getattr(neuron, "gain", None) is None else _np(neuron.gain).astype(np.float32)
         threshold = float(neuron.threshold * neuron.threshold_scale)
-        key = (id(cur), threshold, None if gain is None else gain.tobytes())
+        reset = getattr(neuron, "reset", "zero")
+        v_init = float(getattr(neuron, "v_init", 0.0)) * float(neuron.threshold)  # of the unguided threshold
+        key = (id(cur), threshold, None if gain is None else gain.tobytes(), reset, v_init)
         if key in self._cache:
             return self._cache[key][0]
         name = f"p{len(self.pops):02d}_{label}"
@@ -124,7 +126,8 @@ class Lowering:
         if cur.temb:
             bias_table = sum(self.tables[t] @ M.T for t, M in cur.temb).astype(np.float32)
         self.pops[name] = Population(name, cur.shape, threshold, "if", cur.bias.astype(np.float32), bias_table,
-                                     None if cur.host is None else cur.host.astype(np.float32), gain)
+                                     None if cur.host is None else cur.host.astype(np.float32), gain,
+                                     reset=reset, v_init=v_init)
         for t in cur.terms:
             self.projections.append(Projection(t.src, name, t.weight.astype(np.float32), t.stride, t.padding,
                                                t.transposed))

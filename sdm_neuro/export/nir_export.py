@@ -40,6 +40,10 @@ def bake_timestep(graph: Graph, timestep: int) -> Graph:
     if graph.meta.get("quantized"):
         raise SdmError("NIR export: NIR carries the float network; a Loihi fixed-point graph cannot be written "
                        "(export from the checkpoint or model card, not from a .lava.h5 file)")
+    sub = [p.name for p in graph.spiking if p.reset != "zero" or p.v_init]
+    if sub:
+        raise SdmError(f"NIR export: {len(sub)} populations reset by subtraction or start from v0 != 0 "
+                       f"(a converted model); nir.IF resets to 0 from 0, so NIR cannot hold them")
     tsm = [p.name for p in graph.spiking if p.gain is not None]
     if tsm:
         raise SdmError(f"NIR export: TSM's per-step input gains p[t] ({len(tsm)} populations) have no NIR node "

@@ -13,6 +13,9 @@ K is the largest power of two for which the worst case of every neuron's summed 
 positive or all negative synapses active at once) fits the 16-bit ``a_in`` and the threshold
 fits 17 bits. Biases are 13-bit mantissas with per-neuron 3-bit exponents in v-units.
 
+The initial membrane of a converted model (v0 = theta / 2) is ``v_init_mant =
+round(v_init * K * 64)`` v-units.
+
 TSM gains p[t] are 8.8 fixed point: ``gain_mant = round(p * 256)`` and the neuron computes
 ``u = ((a_in << 6) + bias) * gain_mant >> 8``.
 """
@@ -99,6 +102,9 @@ def quantize_graph(graph: Graph) -> Graph:
         for p in incoming:
             p.weight_mant, p.weight_exp = quantize_weight(p.weight, K)
         pop.vth_mant = READOUT_VTH if pop.kind == "readout" else int(round(pop.threshold * K))
+        pop.v_init_mant = int(round(pop.v_init * K * 2**ACT_SHIFT))
+        if pop.v_init_mant > V_MAX:
+            raise ValueError(f"population {pop.name}: initial membrane {pop.v_init} overflows the 24-bit voltage")
         if pop.gain is not None:
             pop.gain_mant = np.round(pop.gain * 2**GAIN_SHIFT).astype(np.int32)
     graph.meta["quantized"] = True

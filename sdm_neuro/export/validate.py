@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import SdmError
 from .graph import Graph
-from .quantize import MAX_SCALE_EXP, VTH_MAX
+from .quantize import MAX_SCALE_EXP, V_MAX, VTH_MAX
 
 MAX_T = 64
 MAX_KERNEL = 7
@@ -68,6 +68,12 @@ def validate_graph(graph: Graph, betas: np.ndarray, where: str) -> None:
                 raise SdmError(f"{at}: threshold {p.threshold} must be finite and > 0")
             if not 0 <= p.vth_mant <= VTH_MAX:
                 raise SdmError(f"{at}: vThMant {p.vth_mant} is outside 0..{VTH_MAX}")
+        if p.reset not in ("zero", "subtract") or (p.kind == "readout" and p.reset != "zero"):
+            raise SdmError(f"{at}: neuron/reset {p.reset!r} must be 'zero' or 'subtract' ('zero' for the readout)")
+        if not (math.isfinite(p.v_init) and 0 <= p.v_init) or (p.kind == "readout" and p.v_init != 0):
+            raise SdmError(f"{at}: v_init {p.v_init} must be finite and >= 0 (0 for the readout)")
+        if not 0 <= p.v_init_mant <= V_MAX or (p.kind == "readout" and p.v_init_mant != 0):
+            raise SdmError(f"{at}: neuron/vInitMant {p.v_init_mant} is outside 0..{V_MAX} (0 for the readout)")
         if p.bias is not None and _finite(p.bias, "bias", at).shape != (c,):
             raise SdmError(f"{at}: bias must have shape ({c},)")
         if p.bias_table is not None and _finite(p.bias_table, "bias_table", at).shape != (steps, c):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..card import ModelCard
-from ..neurons import IFNeuron
+from ..neurons import IFNeuron, quantize
 from ..slayer_compat import slayer
 
 
@@ -50,11 +50,32 @@ class Activation(nn.Module):
         return F.relu(x) if self.kind == "relu" else F.silu(x)
 
 
+class QuantReLU(Activation):
+    """The quantised ANN's neuron (paper Eq. 21): b-bit clip-and-round of x with one learned
+    clipping threshold ``clip`` (s, model units) per layer; straight-through round."""
+
+    def __init__(self, bits: int, clip: float = 1.0):
+        super().__init__("quant")
+        self.bits = bits
+        self.clip = nn.Parameter(torch.tensor(float(clip)))
+
+    def scale(self) -> torch.Tensor:
+        """The effective clip s (kept >= 1e-3): the converted neuron's threshold theta."""
+        return self.clip.clamp(min=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize(x, self.scale(), self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, clip={float(self.clip):.4g}"
+
+
 def make_neuron(card: ModelCard) -> nn.Module:
     m = card.model
     if m.kind == "ann":
-        return Activation(m.activation)
-    return IFNeuron(m.T, m.threshold, m.surrogate_alpha, tsm=m.tsm, impl=m.neuron)
+        return QuantReLU(m.quant_bits) if m.activation == "quant" else Activation(m.activation)
+    return IFNeuron(m.T, m.threshold, m.surrogate_alpha, tsm=m.tsm, impl=m.neuron, reset=m.reset,
+                    v_init=m.v_init, learned_threshold=m.quant_bits > 0)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

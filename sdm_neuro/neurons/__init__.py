@@ -1,3 +1,4 @@
-from .if_neuron import ATanSpike, IFNeuron, if_step, run_if
+from .if_neuron import RESETS, ATanSpike, IFNeuron, if_step, run_if
+from .quantizer import levels, quantize, quantize_levels
 
-__all__ = ["ATanSpike", "IFNeuron", "if_step", "run_if"]
+__all__ = ["RESETS", "ATanSpike", "IFNeuron", "if_step", "run_if", "levels", "quantize", "quantize_levels"]

@@ -139,12 +139,15 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume: bool = False,
           seed: int | None = None, device: str | None = None, max_minutes: float | None = None,
           init_from: dict | None = None, progress: bool = True, params=None,
-          micro_batches: int = 1) -> TrainResult:
+          micro_batches: int = 1, freeze_batchnorm: bool = False) -> TrainResult:
     """Train ``card``'s model with DDPM's epsilon loss; returns where the checkpoints are.
 
     ``init_from``: a checkpoint whose weights start the run (fine-tuning, e.g. TSM).
     ``params``: optional callable model -> parameter list to optimise (default: all).
     ``micro_batches``: split each batch into this many slices with accumulated gradients.
+    ``freeze_batchnorm``: keep BatchNorm in eval mode (running statistics fixed, affine still
+    trained) and skip the recalibration at save time; fine-tuning of a converted SNN, whose BN
+    statistics are the quantised ANN's by construction.
     """
     from tqdm import tqdm
 
@@ -183,14 +186,14 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
         device = device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     try:
         return _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress, params,
-                      micro_batches, ck, world, rank, dist, tqdm)
+                      micro_batches, ck, world, rank, dist, tqdm, freeze_batchnorm)
     finally:
         if dist is not None and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress, params, micro_batches, ck,
-           world, rank, dist, tqdm) -> TrainResult:
+           world, rank, dist, tqdm, freeze_batchnorm) -> TrainResult:
     tr = card.training
     device = select_device(device)
     torch.manual_seed(seed + rank)
@@ -239,7 +242,8 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
             return
         with torch.random.fork_rng(devices=[]):  # recalibration must not move the training RNG
             final = copy.deepcopy(ema.model)
-            recalibrate_batchnorm(final, data, schedule, seed=step)
+            if not freeze_batchnorm:
+                recalibrate_batchnorm(final, data, schedule, seed=step)
         bad = _first_nonfinite(model, ema.model, final)
         if bad:
             raise stop(f"non-finite value in '{bad}' at step {step}")
@@ -251,6 +255,10 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
 
     t0 = time.time()
     model.train()
+    if freeze_batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0,
                desc=f"train {card.model.name}", unit="step", dynamic_ncols=True)
     per_rank = tr.batch_size
