@@ -17,7 +17,12 @@ done
 
 # Lava: one denoising step in floating_pt (agreement with the float network) and the main job.
 $S simulate export/sdm-digits-snn.lava.h5 --mode float --timestep 500 --n 2 --out $R/lava_float
-make run
+make run   # README "Energy": runs/main/energy/energy_report.json and headline.md
+
+# README "Energy", 32x32: the Fashion-MNIST-shaped smoke network (base 8, 200 CPU steps) deployed on Lava.
+$S export --target lava models/sdm-fmnist32-snn-smoke.toml -o runs/fmnist32/smoke.lava.h5
+$S simulate runs/fmnist32/smoke.lava.h5 --solver ddim --steps 10 --n 4 --out runs/fmnist32/run
+$S energy-report models/sdm-fmnist32-snn-smoke.toml --spikes runs/fmnist32/run/spikes.json --out $R/fmnist32_smoke_energy
 
 # NIR: the digits UNet at t = 500 run back by norse (docs/nir.md), and the deeper-UNet costs.
 $S export --target nir models/sdm-digits-snn.toml --timestep 500 -o runs/nir/sdm-digits-snn.nir
