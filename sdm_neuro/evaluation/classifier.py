@@ -41,7 +41,24 @@ FEATURE_DIM = 64
 FASHION_FEATURE_DIM = 128
 
 
-class DigitsClassifier(nn.Module):
+class _FeatureClassifier(nn.Module):
+    """A ``body`` to penultimate features, dropout, and a linear ``head`` to class logits."""
+
+    def _finish(self, width: int, feature_dim: int, num_classes: int) -> None:
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.width = width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (post-ReLU) features, (N, feature_dim)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+class DigitsClassifier(_FeatureClassifier):
     """CNN for (N, 1, 8, 8) images in [-1, 1]: ``features`` (N, 64), ``forward`` logits (N, 10)."""
 
     input_shape = (1, 8, 8)
@@ -57,20 +74,10 @@ class DigitsClassifier(nn.Module):
             nn.Flatten(),
             nn.Linear(2 * width * 4, feature_dim), nn.ReLU(),
         )
-        self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(feature_dim, num_classes)
-        self.feature_dim = feature_dim
-        self.width = width
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate (post-ReLU) features, (N, feature_dim)."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        self._finish(width, feature_dim, num_classes)
 
 
-class FashionClassifier(nn.Module):
+class FashionClassifier(_FeatureClassifier):
     """CNN for (N, 1, 32, 32) images in [-1, 1]: ``features`` (N, 128), ``forward`` logits (N, 10)."""
 
     input_shape = (1, 32, 32)
@@ -86,17 +93,7 @@ class FashionClassifier(nn.Module):
             nn.Flatten(),
             nn.Linear(4 * width * 16, feature_dim), nn.ReLU(),
         )
-        self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(feature_dim, num_classes)
-        self.feature_dim = feature_dim
-        self.width = width
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate (post-ReLU) features, (N, feature_dim)."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        self._finish(width, feature_dim, num_classes)
 
 
 ARCHITECTURES = {"digits": DigitsClassifier, "fashion-mnist": FashionClassifier}
