@@ -75,7 +75,7 @@ def main() -> None:
             key = f"energy|{row['label']}|{args.solver}|{args.steps}"
             if key in part or row["kind"] == "qann":
                 continue
-            exp = out / "exports" / (Path(row["model"]).stem + ".lava.h5")
+            exp = Path("runs") / "conversion_exports" / (Path(row["model"]).stem + ".lava.h5")  # not committed
             do_export(row["model"], exp)
             t0 = time.time()
             rep = energy_report(exp, None, ("cmos45nm", "loihi2"), solver=args.solver, steps=args.steps, n_images=4,
