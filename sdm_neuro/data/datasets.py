@@ -11,9 +11,7 @@
 """
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SdmError
+from .idx import parse_idx, read_idx_bytes
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder")
 DIGITS_SPLIT_SEED = 1234
@@ -40,18 +39,8 @@ def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _read_idx_images(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            magic, n, rows, cols = struct.unpack(">IIII", f.read(16))
-            if magic != 2051:
-                raise SdmError(f"{path} is not an idx3 image file (magic {magic}, expected 2051)")
-            data = np.frombuffer(f.read(n * rows * cols), dtype=np.uint8)
-    except (OSError, struct.error, EOFError) as exc:
-        raise SdmError(f"cannot read idx image file {path}: {exc}") from None
-    if data.size != n * rows * cols:
-        raise SdmError(f"{path} is truncated: expected {n * rows * cols} pixels, found {data.size}")
-    return data.reshape(n, 1, rows, cols)
+    """(N, 1, H, W) uint8 images of an idx3 file (optionally .gz)."""
+    return parse_idx(read_idx_bytes(path), 3, str(path))[:, None]
 
 
 def _mnist_like(root: Path, name: str) -> np.ndarray:

@@ -20,10 +20,7 @@ over-long body, a corrupt gzip stream or labels outside 0..9 raise a one-line ``
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SdmError
+from .idx import parse_idx, read_idx_bytes
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -39,7 +37,6 @@ SPLITS = {"train": "train", "held-out": "t10k"}
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
 IMAGE_SIZE = 32  # the paper's resolution
-MAX_IDX_BYTES = 64 << 20  # the full train images are 47 MB decompressed
 
 # sha256 of the decompressed idx files of the committed subset (scripts/make_fmnist_subset.py).
 SUBSET_SHA256 = {
@@ -64,49 +61,12 @@ def _locate(root: Path, name: str) -> Path:
     raise SdmError(f"fashion-mnist: {root / name}(.gz) not found (the Debian package {DEBIAN_PACKAGE} installs it)")
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The (decompressed) content of ``path``, at most ``MAX_IDX_BYTES``."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read(MAX_IDX_BYTES + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_IDX_BYTES + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise SdmError(f"cannot read idx file {path}: {exc}") from None
-    if len(data) > MAX_IDX_BYTES:
-        raise SdmError(f"{path} is larger than {MAX_IDX_BYTES >> 20} MiB: not a Fashion-MNIST idx file")
-    return data
-
-
-def parse_idx(data: bytes, ndim: int, what: str) -> np.ndarray:
-    """Parse idx bytes (big-endian header: 0x0000, dtype 0x08 = uint8, ``ndim``, then ``ndim``
-    uint32 sizes) into a read-only uint8 array of that shape. ``what`` names the file in errors."""
-    kind = {3: "idx3 image file", 1: "idx1 label file"}.get(ndim, f"idx{ndim} file")
-    if len(data) < 4:
-        raise SdmError(f"{what} is not an {kind} (only {len(data)} bytes)")
-    magic = struct.unpack(">I", data[:4])[0]
-    if magic != 0x0800 + ndim:
-        raise SdmError(f"{what} is not an {kind} (magic 0x{magic:08x}, expected 0x{0x800 + ndim:08x})")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise SdmError(f"{what} is truncated inside its header")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
-    body = len(data) - header
-    if body != expected:
-        state = "truncated" if body < expected else "longer than its header says"
-        raise SdmError(f"{what} is {state}: header {'x'.join(map(str, dims))} = {expected} bytes, found {body}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
 def subset_hashes(root: Path) -> dict[str, str]:
     """sha256 of the decompressed content of the four idx files under ``root``."""
     out = {}
     for split in SPLITS:
         for name in _idx_files(split):
-            out[name] = hashlib.sha256(_read_bytes(_locate(root, name))).hexdigest()
+            out[name] = hashlib.sha256(read_idx_bytes(_locate(root, name))).hexdigest()
     return out
 
 
@@ -135,11 +95,11 @@ def _load_split(root: Path, split: str, labels: bool) -> tuple[np.ndarray, np.nd
         verify_subset(root)
     img_name, lab_name = _idx_files(split)
     img_path = _locate(root, img_name)
-    images = parse_idx(_read_bytes(img_path), 3, str(img_path))
+    images = parse_idx(read_idx_bytes(img_path), 3, str(img_path))
     if not labels:
         return images, None
     lab_path = _locate(root, lab_name)
-    ys = parse_idx(_read_bytes(lab_path), 1, str(lab_path))
+    ys = parse_idx(read_idx_bytes(lab_path), 1, str(lab_path))
     if len(ys) != len(images):
         raise SdmError(f"fashion-mnist {split}: {len(images)} images but {len(ys)} labels")
     if ys.size and int(ys.max()) >= len(CLASSES):
