@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
+from ..hardware.profiles import DEFAULT_PROFILES
 from ._common import check_output_dir, set_threads
 
-DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")  # = energy.report.DEFAULT_PROFILES
 
 
 @click.command("energy-report")

@@ -24,7 +24,7 @@ from ..counting.macs import count_macs, graph_dense_macs, graph_host_macs
 from ..counting.spikes_file import check_spikes_match, read_spikes, summarise_counts
 from ..counting.torch_counts import count_spikes_torch
 from ..errors import SdmError
-from ..hardware.profiles import HardwareProfile, load_profile
+from ..hardware.profiles import DEFAULT_PROFILES, HardwareProfile, load_profile
 from ..models import build_model
 from ..models.paper_config import is_paper_config
 from ..samplers import make_sampler
@@ -36,7 +36,6 @@ from .subject import Subject, load_subject, resolve_ann
 from .timing import timed_runs
 
 REPORT_FORMAT = "sdm-neuro-energy-report/2"
-DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")
 # DDIM step per pixel: x0 = (x - a eps) / b, x_prev = c x0 + d eps: about 4 multiply-adds.
 SOLVER_OPS_PER_ELEMENT = 4
 

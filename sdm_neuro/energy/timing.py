@@ -175,7 +175,6 @@ def timed_runs(subject, ann, solver: str, steps: int, n: int, seed: int, device:
            "warmup_runs": warmup, "repeats": repeats,
            "energy_meter": meter.source if meter.available else None,
            "energy_meter_note": "available" if meter.available else meter.reason,
-           "nvml": ("available" if meter.available else meter.reason) if dev.type == "cuda" else "no CUDA device in use",
            "runs": [], "skipped": []}
     dense_profiles = [p for p in profiles if p.kind != "neuromorphic"]
 

@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - depends on the interpreter
 from ..errors import SdmError
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
+DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")  # energy-report's default set
 
 KINDS = ("cmos", "neuromorphic", "gpu")
 ENERGY_REQUIRED = ("mac_pj", "ac_pj")
