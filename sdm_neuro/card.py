@@ -9,6 +9,7 @@ memory is refused before anything is allocated. Every command validates cards he
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ try:  # Python 3.10 has no tomllib
 except ModuleNotFoundError:  # pragma: no cover - depends on the interpreter
     import tomli as tomllib
 
+from .atomic import write_text
 from .errors import SdmError
 
 
@@ -291,3 +293,27 @@ def load_card(path: str | Path) -> ModelCard:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SdmError(f"model card {path} is not valid TOML: {exc}") from None
     return card_from_dict(data, path)
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a TOML basic string is a JSON string
+
+
+def card_toml(card: "ModelCard", provenance: dict, notes: dict, header: str) -> str:
+    """The card as TOML: a ``#`` header, its tables, then [provenance] and [notes]."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for table, values in [*card.to_dict().items(), ("provenance", provenance), ("notes", notes)]:
+        lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(path: str | Path, card: "ModelCard", provenance: dict, notes: dict, header: str) -> None:
+    write_text(path, card_toml(card, provenance, notes, header))

@@ -72,10 +72,10 @@ def command(ann_model, bits, out_dir, qat_steps, finetune_steps, lr, name, seed,
     if max_minutes is not None and max_minutes <= 0:
         raise SdmError(f"--max-minutes must be > 0, got {max_minutes}")
     set_threads(threads)
-    from ..card import card_from_dict
+    from ..card import card_from_dict, write_card
     from ..checkpoint import load_checkpoint, resolve_model, save_checkpoint
     from ..conversion import calibrate_clips, converted_card, convert_state, quantized_card, quantized_state
-    from ..conversion.card_file import HOST_SIDE, write_card
+    from ..conversion.card_file import HOST_SIDE
     from ..data import load_dataset
     from ..diffusion import NoiseSchedule
     from ..models import build_model
