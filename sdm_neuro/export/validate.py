@@ -180,6 +180,8 @@ def validate_graph(graph: Graph, betas: np.ndarray, where: str, latency: int | N
         _check_population(p, graph, steps, c0, at)
     for j, q in enumerate(graph.projections):
         _check_projection(q, j, graph, order or {}, where)
+    if not graph.incoming(graph.readout):
+        raise SdmError(f"{where}: the readout layer {graph.readout} has no incoming projection")
     for p in graph.populations.values():
         incoming = graph.incoming(p.name)
         depth = 1 + max(graph.populations[q.src].depth for q in incoming) if incoming else 0
@@ -191,8 +193,6 @@ def validate_graph(graph: Graph, betas: np.ndarray, where: str, latency: int | N
             raise SdmError(f"{where}: layer {p.name}: the worst-case synaptic input {lo:.0f}..{hi:.0f} exceeds "
                            f"the 16-bit a_in range {A_IN_MIN}..{A_IN_MAX} (it would wrap)")
     ro = graph.populations[graph.readout]
-    if not graph.incoming(graph.readout):
-        raise SdmError(f"{where}: the readout layer {graph.readout} has no incoming projection")
     if ro.shape != tuple(graph.image_shape):
         raise SdmError(f"{where}: readout shape {ro.shape} differs from image_shape {tuple(graph.image_shape)}")
     if ro.depth != max(p.depth for p in graph.populations.values()):
