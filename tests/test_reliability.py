@@ -367,11 +367,29 @@ def test_output_destination_checked_before_work(trained, tmp_path, capsys, kind)
         ("energy-report", run / "model.pt", "--no-gpu-run", "--no-onnx", "--out", base / "energy"),
         # simulate checks before its Lava run: this would take minutes with 50 steps
         ("simulate", SHIPPED_EXPORT, "--steps", 50, "--n", 4, "--out", base / "sim"),
+        # evaluate, tsm-plot and ablate check before sampling (ablate's defaults: hours)
+        ("evaluate", run / "model.pt", "--n", 4, "--steps", 2, "--quiet", "--json-out", base / "q.json"),
+        ("tsm-plot", run / "model.pt", "--out", base / "p.png"),
+        ("ablate", run / "model.pt", "--out", base / "ablation"),
     ]
     before = files_under(tmp_path)
     for args in cases:
         assert_one_error(cli(capsys, *args), message)
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (("sample",), "Missing argument 'MODEL'. (see 'sdm-neuro sample --help')"),
+    (("simulate", SHIPPED_EXPORT, "--mode", "bogus"), "Invalid value for '--mode': 'bogus' is not one of"),
+    (("train", "c.toml", "--out", "o", "--bogus"), "No such option '--bogus'"),
+    (("no-such-command",), "No such command 'no-such-command'"),
+    (("sample", "m.pt", "--n", "many", "--out", "x.png"), "Invalid value for '--n': 'many' is not a valid integer"),
+])
+def test_usage_errors_are_one_line(tmp_path, capsys, args, message):
+    rc, out, err = cli(capsys, *args)
+    assert rc == 2, err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error: ") and message in err, err
+    assert "Usage:" not in err and "Traceback" not in err
 
 
 def test_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch, capsys):
