@@ -223,3 +223,33 @@ def test_a_in_bound_is_the_signed_16_bit_range(tmp_path):
     read_graph(_one_projection_file(tmp_path, 31744.0))
     with pytest.raises(SdmError, match=r"worst-case synaptic input 0\.\.32768 exceeds"):
         read_graph(_one_projection_file(tmp_path, 32768.0))
+
+
+def _hash_as_documented(path: Path) -> str:
+    """The content hash written from docs/export_format.md alone (not ``content_hash``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        def record(name: str, obj) -> None:
+            h.update(name.encode("utf-8"))
+            for key in sorted(obj.attrs, key=lambda k: k.encode("utf-8")):
+                if key != "content_hash":
+                    h.update(key.encode("utf-8") + repr(np.asarray(obj.attrs[key]).tolist()).encode("utf-8"))
+            if isinstance(obj, h5py.Dataset):
+                a = np.asarray(obj[()])
+                h.update(str(a.dtype).encode() + str(a.shape).encode() + np.ascontiguousarray(a).astype(
+                    a.dtype.newbyteorder("<")).tobytes())
+            else:
+                for key in sorted(obj.keys(), key=lambda k: k.encode("utf-8")):
+                    record(f"{name}/{key}".lstrip("/") if name != "/" else key, obj[key])
+
+        record("/", f)
+        return h.hexdigest(), f.attrs["content_hash"]
+
+
+def test_content_hash_as_the_format_doc_states_it(good_export):
+    for path in (good_export, Path(SHIPPED_EXPORT)):
+        ours, stored = _hash_as_documented(path)
+        with h5py.File(path, "r") as f:
+            assert ours == stored == content_hash(f)
