@@ -99,6 +99,11 @@ def _vth_inconsistent(f):
     f["layer/0/neuron/vThMant"][()] = int(f["layer/0/neuron/vThMant"][()]) + 1
 
 
+def _soft_link(f):
+    del f["layer/1/depth"]
+    f["layer/1"]["depth"] = h5py.SoftLink("/layer/0/depth")
+
+
 def _duplicate_name(f):
     _replace(f["layer/1"], "name", f["layer/0/name"][()])
 
@@ -111,6 +116,7 @@ CASES = [
     ("reference-as-int", _ref_where_int_belongs, "'/layer/1/depth' must be an integer scalar, got Reference"),
     ("reference-as-attr", lambda f: f.attrs.__setitem__("readout", f["layer/0"].ref),
      "'/@readout' must be an integer scalar, got Reference"),
+    ("soft-link", _soft_link, "'/layer/1/depth' is a soft or external link"),
     ("group-as-dataset", _group_where_dataset_belongs, "'/layer/1/depth' must be a dataset, not a group"),
     ("image-shape-2d", lambda f: f.attrs.__setitem__("image_shape", [[1, 8, 8]]),
      "'/@image_shape' must be a 1-D integer array"),

@@ -50,7 +50,12 @@ class FieldReader:
         return obj
 
     def no_unknown(self, group: h5py.Group, members: set[str], attrs: set[str] = frozenset()) -> None:
-        """Refuse members (datasets, groups) and attributes of ``group`` that the format does not define."""
+        """Refuse members (datasets, groups) and attributes of ``group`` that the format does not define,
+        and members that are soft or external links (a field must be stored in this file, once)."""
+        for key in group.keys():
+            if not isinstance(group.get(key, getlink=True), h5py.HardLink):
+                raise self.fail(self.field(group, key, False), "is a soft or external link; fields must be stored "
+                                                               "in the file itself")
         extra = sorted(set(group.keys()) - set(members))
         if extra:
             raise self.fail(self.field(group, extra[0], False), "is not part of the format (unknown dataset or group)")

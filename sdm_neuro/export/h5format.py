@@ -182,7 +182,7 @@ def _meta(r, f: h5py.File) -> dict:
     return meta
 
 
-def _read_layer(r, g: h5py.Group, version: int, n_layers: int) -> Population:
+def _read_layer(r, g: h5py.Group, version: int) -> Population:
     r.no_unknown(g, LAYER_MEMBERS | (V3_LAYER_MEMBERS if version >= 3 else set()))
     nrn = r.group(g, "neuron")
     r.no_unknown(nrn, NEURON_MEMBERS | (V3_NEURON_MEMBERS if version >= 3 else set()))
@@ -270,7 +270,7 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
                 raise r.fail("/layer", f"holds {n_layers} layers; expected 1..{MAX_LAYERS}")
             pops: dict[str, Population] = {}
             for i in range(n_layers):
-                p = _read_layer(r, r.group(layers, str(i)), version, n_layers)
+                p = _read_layer(r, r.group(layers, str(i)), version)
                 if p.name in pops:
                     raise r.fail(f"/layer/{i}/name", f"repeats the name {p.name!r} of another layer")
                 pops[p.name] = p
