@@ -28,8 +28,9 @@ def describe(a: np.ndarray) -> str:
 class FieldReader:
     """Reads the fields of one open export file; every error names ``path`` and the field."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, values: dict | None = None):
         self.path = Path(path)
+        self.values = {} if values is None else values  # dataset values already read, by HDF5 path
 
     def fail(self, field: str, problem: str) -> SdmError:
         return SdmError(f"export file {self.path}: field '{field}' {problem}")
@@ -90,6 +91,8 @@ class FieldReader:
         obj = group.get(key, getlink=False)
         if not isinstance(obj, h5py.Dataset):
             raise self.fail(f, "must be a dataset, not a group")
+        if obj.name in self.values:
+            return self.values[obj.name]
         return np.asarray(obj[()])
 
     # -- scalars -----------------------------------------------------------------------------

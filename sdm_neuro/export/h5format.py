@@ -47,8 +47,9 @@ def _str(group: h5py.Group, name: str, value: str) -> None:
     group.create_dataset(name, data=np.bytes_(value), track_times=False)
 
 
-def content_hash(f: h5py.File) -> str:
-    """SHA-256 hex digest of the file's content (``docs/export_format.md``, "Integrity")."""
+def content_hash(f: h5py.File, values: dict | None = None) -> str:
+    """SHA-256 hex digest of the file's content (``docs/export_format.md``, "Integrity").
+    ``values``, if given, receives every dataset's value by its HDF5 path (read once, reused)."""
     h = hashlib.sha256()
 
     def visit(name: str, obj) -> None:
@@ -58,6 +59,8 @@ def content_hash(f: h5py.File) -> str:
                 h.update(k.encode() + repr(np.asarray(obj.attrs[k]).tolist()).encode())
         if isinstance(obj, h5py.Dataset):
             arr = np.asarray(obj[()])
+            if values is not None:
+                values[obj.name] = arr
             # object dtype (references, variable-length strings; never written by the exporter):
             # its repr, as the raw bytes would be pointers
             raw = repr(arr.tolist()).encode() if arr.dtype.kind == "O" else arr.tobytes()
@@ -240,7 +243,8 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
         f = h5py.File(path, "r")
     except OSError:
         raise SdmError(f"cannot read export file {path}: not a valid HDF5 file (truncated or corrupted)") from None
-    r = FieldReader(path)
+    values: dict = {}  # dataset values read by the hash, reused by the field reads
+    r = FieldReader(path, values)
     try:
         with f:
             fmt = f.attrs.get("format")
@@ -254,7 +258,7 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
                 raise SdmError(f"{path} has format_version {version}; this sdm-neuro reads versions "
                                f"{', '.join(map(str, READABLE_VERSIONS))}")
             stored = r.text(f, "content_hash", attr=True)
-            if content_hash(f) != stored:
+            if content_hash(f, values) != stored:
                 raise SdmError(f"{path}: content hash mismatch (the file was modified or corrupted after export); "
                                f"re-export it")
             r.no_unknown(f, ROOT_MEMBERS, ROOT_ATTRS)
