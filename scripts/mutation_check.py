@@ -4,9 +4,12 @@ the repository and run against its relevant tests; KILLED means a test failed, a
     python scripts/mutation_check.py [MUTANT ...]     # all, or the named ones (about 20 minutes)
 
 The list is the one of issue 13 (DDIM eta, a_in wrap, atomic writes, gradient clipping, EMA)
-plus the rules the reliability tests guard. Known survivor: ``recalibration-moves-rng`` is an
+plus the rules the reliability tests guard, plus issue 21's (the export reader's field checks,
+the overflow counter, the ReLU twin, resume settings, one-line usage errors, NIR versions). Known survivor: ``recalibration-moves-rng`` is an
 equivalent mutant (the EMA copy recalibrated in eval mode with its own generator draws nothing
-from the global RNG; ``fork_rng`` only guards against future changes).
+from the global RNG; ``fork_rng`` only guards against future changes). Not listed because equivalent:
+``hi < A_IN_MAX`` for ``hi <= A_IN_MAX`` in ``validate.a_in_fits`` (sums of even mantissas are
+even, never 32767).
 """
 import os
 import shutil
@@ -79,6 +82,40 @@ M += [
   ["tests/test_distributed.py", "-k", "kill_9"]),
  ("recalibration-moves-rng", "sdm_neuro/training/trainer.py", "        with torch.random.fork_rng(devices=[]):  # recalibration must not move the training RNG\n", "        if True:\n",
   ["tests/test_distributed.py", "-k", "kill_9"]),
+]
+
+# issue 21: the export reader's field checks, the overflow counter, the twin, resume, usage errors
+M += [
+ ("odd-mantissa-accepted", "sdm_neuro/export/validate.py", "    if np.any(m % 2 != 0):\n", "    if False:\n",
+  ["tests/test_export_corruption.py", "-k", "odd"]),
+ ("a_in-lower-bound-strict", "sdm_neuro/export/validate.py", "return A_IN_MIN <= lo and hi <= A_IN_MAX", "return A_IN_MIN < lo and hi <= A_IN_MAX",
+  ["tests/test_export_corruption.py", "-k", "a_in"]),
+ ("a_in-upper-bound-off-by-one", "sdm_neuro/export/validate.py", "return A_IN_MIN <= lo and hi <= A_IN_MAX", "return A_IN_MIN <= lo and hi <= A_IN_MAX + 1",
+  ["tests/test_export_corruption.py", "-k", "a_in"]),
+ ("a_in-check-off", "sdm_neuro/export/validate.py", "        if not a_in_fits(hi, lo):\n", "        if False:\n",
+  ["tests/test_export_corruption.py", "-k", "a_in"]),
+ ("vthmant-consistency-off", "sdm_neuro/export/validate.py", "    if p.vth_mant != want:\n", "    if False:\n",
+  ["tests/test_export_corruption.py", "-k", "vthmant"]),
+ ("weight-consistency-off", "sdm_neuro/export/validate.py", "    if want_e != q.weight_exp or not np.array_equal(want_m, m):\n", "    if False:\n",
+  ["tests/test_export_corruption.py", "-k", "quantised"]),
+ ("readout-bias-allowed", "sdm_neuro/export/validate.py", "        if extra:\n            raise SdmError(f\"{at}: the readout has", "        if False:\n            raise SdmError(f\"{at}: the readout has",
+  ["tests/test_export_corruption.py", "-k", "readout"]),
+ ("unknown-datasets-allowed", "sdm_neuro/export/h5fields.py", "        extra = sorted(set(group.keys()) - set(members))\n        if extra:", "        extra = sorted(set(group.keys()) - set(members))\n        if False:",
+  ["tests/test_export_corruption.py", "-k", "unknown"]),
+ ("overflow-counts-int16-min", "sdm_neuro/executors/torch_executor.py", "over = (a > A_IN_MAX) | (a < A_IN_MIN)", "over = a.abs() > A_IN_MAX",
+  ["tests/test_lava.py", "-k", "overflow"]),
+ ("twin-copies-quant-bits", "sdm_neuro/energy/subject.py", "    for key in SPIKING_ONLY_FIELDS:\n        d[\"model\"].pop(key, None)\n", "",
+  ["tests/test_conversion.py", "-k", "other_commands"]),
+ ("resume-seed-not-recorded", "sdm_neuro/training/trainer.py", "    if seed != tr.seed:  # --seed", "    if False:  # --seed",
+  ["tests/test_reliability.py", "-k", "resume"]),
+ ("resume-micro-batches-unchecked", "sdm_neuro/training/trainer.py", "            if key in ck and ck[key] != now:\n", "            if False:\n",
+  ["tests/test_reliability.py", "-k", "resume"]),
+ ("usage-errors-multiline", "sdm_neuro/cli.py", "        _fail(\"error: \" + \" \".join(exc.format_message().split()) + hint)\n", "        exc.show()\n        sys.exit(2)\n",
+  ["tests/test_reliability.py", "-k", "usage"]),
+ ("json-out-checked-late", "sdm_neuro/commands/evaluate.py", "        check_output_file(json_out, \"--json-out\")", "        pass",
+  ["tests/test_reliability.py", "-k", "destination"]),
+ ("newer-nir-accepted", "sdm_neuro/export/nir_import.py", "    if have is not None and version_tuple(written) > have:\n", "    if have is None:\n",
+  ["tests/test_nir.py", "-k", "newer"]),
 ]
 
 

@@ -48,7 +48,7 @@ def _fail(message: str, code: int = 2) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=argv, prog_name="sdm-neuro", standalone_mode=False)
     except SdmError as exc:
         _fail(f"error: {exc}")
     except (click.exceptions.Abort, KeyboardInterrupt):
@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"error: {exc.strerror or exc}{where}")
     except MemoryError:
         _fail("error: out of memory (lower the batch size, --n, model.T or image_size)")
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error (unknown option, bad value...): one line too
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx else ""
+        _fail("error: " + " ".join(exc.format_message().split()) + hint)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 

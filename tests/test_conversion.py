@@ -180,11 +180,11 @@ def test_v2_export_reads_as_hard_reset_and_bad_v3_fields_are_refused(tmp_path):
         f["layer/0/neuron"].create_dataset("reset", data=np.bytes_("signed"))
 
     edit(bad_reset)
-    with pytest.raises(SdmError, match="neuron/reset 'signed'"):
+    with pytest.raises(SdmError, match="neuron/reset' is 'signed'"):
         read_graph(path)
     write_graph(g, path, betas)
     edit(lambda f: f["layer/0/neuron/vInitMant"].write_direct(np.array(-5)))
-    with pytest.raises(SdmError, match="vInitMant -5"):
+    with pytest.raises(SdmError, match="vInitMant' is -5, outside"):
         read_graph(path)
 
 
@@ -244,6 +244,17 @@ def test_convert_writes_a_model_the_other_commands_accept(tiny_ann, tmp_path, ca
     main(["sample", str(out / "tiny-ann-conv-b2-noft.toml"), "--solver", "ddim", "--steps", "2", "--n", "2",
           "--out", str(tmp_path / "s.png")])
     assert (tmp_path / "s.png").is_file()
+    # energy-report on the converted card and on its export, without --ann: the ReLU twin is built
+    # from the card (quant_bits, reset and v_init are not copied into it)
+    exp_near_card = out / "tiny-ann-conv-b2.lava.h5"
+    main(["export", "--target", "lava", str(card_path), "-o", str(exp_near_card)])
+    for ref in (card_path, exp_near_card):
+        dest = tmp_path / f"energy-{ref.suffix}"
+        main(["energy-report", str(ref), "--steps", "1", "--n", "1", "--no-gpu-run", "--no-onnx", "--profile",
+              "cmos45nm", "--out", str(dest)])
+        capsys.readouterr()
+        ann = json.loads((dest / "energy_report.json").read_text())["macs"]["ann"]
+        assert ann["source"].startswith("twin built from the SNN's card") and ann["total_macs"] > 0, ann
 
 
 def test_convert_errors_are_one_line(tiny_ann, tmp_path, capsys):

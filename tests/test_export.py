@@ -157,12 +157,12 @@ def test_bit_flip_is_detected(tmp_path):
     (lambda f: f["projection/0/weight"].__setitem__((0, 0, 0, 0), np.nan), "NaN or infinite"),
     (lambda f: f["layer/1/bias"].__setitem__(0, np.inf), "NaN or infinite"),
     (lambda f: f["projection/0/weight_mant"].__setitem__((0, 0, 0, 0), 1000), "8-bit Loihi mantissas"),
-    (lambda f: f["projection/0/src"].__setitem__((), -1), "src index -1 is out of range"),
-    (lambda f: f["projection/0/dst"].__setitem__((), 999), "dst index 999 is out of range"),
+    (lambda f: f["projection/0/src"].__setitem__((), -1), "'/projection/0/src' is -1, outside 0.."),
+    (lambda f: f["projection/0/dst"].__setitem__((), 999), "'/projection/0/dst' is 999, outside 0.."),
     (lambda f: f["projection/0/delay"].__setitem__((), 3), "delay 3 != depth"),
     (lambda f: f["layer/0/shape"].__setitem__(0, 7), "channels|shape"),
     (lambda f: f["projection/0/stride"].__setitem__((), 2), "maps .* but the destination"),
-    (lambda f: f["layer/0/neuron/vThMant"].__setitem__((), -5), "vThMant -5"),
+    (lambda f: f["layer/0/neuron/vThMant"].__setitem__((), -5), "'/layer/0/neuron/vThMant' is -5, outside 0..131071"),
 ])
 def test_crafted_exports_are_validated(tmp_path, edit, message):
     _, good, _ = _export(tmp_path)

@@ -138,6 +138,34 @@ def test_a_in_wraps_at_16_bits_in_every_executor():
         assert _mismatches(rec, rec_t)[0] == 0
 
 
+def test_overflow_counter_counts_only_values_outside_int16():
+    """a_in = -32768 is an int16 value (no wrap, not counted); +32768 wraps to -32768 (counted):
+    p0 fires at every step into p_neg (-128 << 8 per spike) and p_pos (+128 << 8)."""
+    host = HostSide(np.zeros((1, 1, 3, 3), np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32))
+    pops = {
+        "p0": Population("p0", (1, 2, 2), 1.0, bias=np.array([2.0], np.float32), vth_mant=1),
+        "p_neg": Population("p_neg", (1, 2, 2), 1.0, vth_mant=1),
+        "p_pos": Population("p_pos", (1, 2, 2), 1.0, vth_mant=1),
+        "readout": Population("readout", (1, 2, 2), float("inf"), "readout", vth_mant=2**17 - 1),
+    }
+
+    def proj(src, dst, mant, exp):
+        w = np.full((1, 1, 1, 1), float(mant * 2**exp), np.float32)
+        return Projection(src, dst, w, weight_mant=np.full((1, 1, 1, 1), mant, np.int16), weight_exp=exp)
+
+    g = Graph(4, (1, 2, 2), pops, [proj("p0", "p_neg", -128, 8), proj("p0", "p_pos", 128, 8),
+                                   proj("p_neg", "readout", 2, 0), proj("p_pos", "readout", 2, 0)], host)
+    schedule(g)
+    g.meta["quantized"] = True
+    x, t = torch.zeros(1, 1, 2, 2), torch.tensor([0])
+    _, rec = TorchExecutor(g, "fixed").run(x, t, keep_trains=True)
+    assert rec.trains["p0"].all()
+    assert rec.overflow == 4 * g.T  # p_pos's 4 neurons at every step; none of p_neg's
+    assert torch.equal(rec.trains["p_pos"], rec.trains["p_neg"])  # +32768 wrapped to -32768
+    _, rec_p = PipelineSimulator(g, "fixed").run_batch(x, t)
+    assert _mismatches(rec_p, rec)[0] == 0
+
+
 @pytest.mark.parametrize("fixed", [True, False])
 def test_core_neuron_slots_phase_and_tsm_gain(fixed):
     """A lone core driven by its bias: slots start at steps k = depth (mod T), v resets there,

@@ -199,6 +199,8 @@ def test_cli_export_metadata_and_simulate(tmp_path, capsys):
     ("not-sdm", "was not written by"),
     ("lava-option", "--mode does not apply"),
     ("timestep", "has diffusion timestep"),
+    ("newer-nir", "was written by NIR 1.0.9, newer than the nir 1.0.8 this sdm-neuro reads"),
+    ("newer-nir-major", "was written by NIR 2.0, newer than"),
 ])
 def test_refusals_are_one_line(tmp_path, capsys, case, message):
     out = tmp_path / "x.nir"
@@ -214,6 +216,13 @@ def test_refusals_are_one_line(tmp_path, capsys, case, message):
         if case == "not-sdm":
             meta.pop("format")
         write_nir(to_nir(g, meta), tmp_path / "in.nir")
+        if case.startswith("newer-nir"):  # as a later nir.write would stamp it
+            import h5py
+
+            with h5py.File(tmp_path / "in.nir", "r+") as f:
+                del f["version"]
+                f.create_dataset("version", data="1.0.9" if case == "newer-nir" else "2.0",
+                                 dtype=h5py.string_dtype())
         extra = {"lava-option": ["--mode", "float"], "timestep": ["--timestep", "5"]}.get(case, [])
         args = ["simulate", str(tmp_path / "in.nir"), *extra, "--out", str(tmp_path / "sim")]
     code, _, err = _cli(args, capsys)

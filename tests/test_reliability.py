@@ -219,6 +219,37 @@ def test_resume_refuses_another_card(trained, tmp_path, capsys, change, keys):
     assert {p: (work / p).read_bytes() for p in before} == before
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--seed", 7), "in training.seed (only model.name"),
+    (("--micro-batches", 2), "was trained with --micro-batches 1, this run has 2"),
+])
+def test_resume_refuses_other_run_settings(trained, tmp_path, capsys, args, message):
+    """What the card does not say but the run depends on: the seed (--seed overrides the card's)
+    and the micro-batch split. Each is refused in one line; nothing is written."""
+    import shutil
+
+    run, _ = trained
+    work = tmp_path / "run"
+    shutil.copytree(run, work)
+    before = {p: (work / p).read_bytes() for p in ("latest.pt", "model.pt")}
+    card = toml_card(tmp_path / "c.toml", training={"steps": 4, "batch_size": 4})
+    assert_one_error(cli(capsys, "train", card, "--out", work, "--resume", *args), message)
+    assert {p: (work / p).read_bytes() for p in before} == before
+
+
+def test_resume_keeps_the_seed_given_with_seed(tmp_path, capsys):
+    """A run started with --seed 5 records seed 5: resuming without --seed (the card's seed 0)
+    is refused, resuming with --seed 5 continues."""
+    card = toml_card(tmp_path / "c.toml", training={"steps": 1})
+    assert cli(capsys, "train", card, "--out", tmp_path / "o", "--seed", 5)[0] == 0
+    assert load_checkpoint(tmp_path / "o" / "latest.pt")["card"]["training"]["seed"] == 5
+    more = toml_card(tmp_path / "c2.toml", training={"steps": 2})
+    assert_one_error(cli(capsys, "train", more, "--out", tmp_path / "o", "--resume"), "in training.seed")
+    rc, _, err = cli(capsys, "train", more, "--out", tmp_path / "o", "--resume", "--seed", 5)
+    assert rc == 0, err
+    assert load_checkpoint(tmp_path / "o" / "latest.pt")["step"] == 2
+
+
 def test_resume_with_safe_keys_changed_continues(trained, tmp_path, capsys):
     import shutil
 
@@ -336,11 +367,29 @@ def test_output_destination_checked_before_work(trained, tmp_path, capsys, kind)
         ("energy-report", run / "model.pt", "--no-gpu-run", "--no-onnx", "--out", base / "energy"),
         # simulate checks before its Lava run: this would take minutes with 50 steps
         ("simulate", SHIPPED_EXPORT, "--steps", 50, "--n", 4, "--out", base / "sim"),
+        # evaluate, tsm-plot and ablate check before sampling (ablate's defaults: hours)
+        ("evaluate", run / "model.pt", "--n", 4, "--steps", 2, "--quiet", "--json-out", base / "q.json"),
+        ("tsm-plot", run / "model.pt", "--out", base / "p.png"),
+        ("ablate", run / "model.pt", "--out", base / "ablation"),
     ]
     before = files_under(tmp_path)
     for args in cases:
         assert_one_error(cli(capsys, *args), message)
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (("sample",), "Missing argument 'MODEL'. (see 'sdm-neuro sample --help')"),
+    (("simulate", SHIPPED_EXPORT, "--mode", "bogus"), "Invalid value for '--mode': 'bogus' is not one of"),
+    (("train", "c.toml", "--out", "o", "--bogus"), "No such option '--bogus'"),
+    (("no-such-command",), "No such command 'no-such-command'"),
+    (("sample", "m.pt", "--n", "many", "--out", "x.png"), "Invalid value for '--n': 'many' is not a valid integer"),
+])
+def test_usage_errors_are_one_line(tmp_path, capsys, args, message):
+    rc, out, err = cli(capsys, *args)
+    assert rc == 2, err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("error: ") and message in err, err
+    assert "Usage:" not in err and "Traceback" not in err
 
 
 def test_error_starts_on_its_own_line_after_a_progress_bar(monkeypatch, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_dir, set_threads
 
 DEFAULT_SOLVERS = "ddpm,ddim,dpm-solver,dpm-solver++,analytic-dpm"
 DEFAULT_SCALES = "0.99,0.995,0.998,1.0,1.002,1.005,1.01"
@@ -87,6 +87,7 @@ def command(model, tsm_model, n, seeds, steps_list, solvers, scales, tables, out
     """Ablations of MODEL as in the paper: Table V (vanilla / TSM / threshold guidance / both), Table III
     (threshold-scale sweep) and Table VI (solvers x steps), FID/KID on the classifier features against the
     held-out digits, mean ± std over seeds. Writes OUT/ablation.{md,json,png} and prints the markdown."""
+    check_output_dir(out)  # before hours of sampling
     set_threads(threads)
     cmd = command_line(model, tsm_model, n, seeds, steps_list, solvers, scales, tables, out, fixed_solver,
                        fixed_steps, tg_scale, spacing, batch_size, moment_samples, classifier, kid_subset_size,

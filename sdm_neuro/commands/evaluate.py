@@ -5,7 +5,7 @@ import time
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_file, set_threads
 
 ROWS = [("fid", "FID"), ("kid_mean", "KID mean"), ("kid_std", "KID std"), ("confidence_mean", "confidence"),
         ("confident_fraction", "conf > 0.9"), ("class_coverage", "classes >= 1%")]
@@ -72,6 +72,8 @@ def command(model, solver, steps, n, seed, eta, spacing, batch_size, threshold_s
         raise SdmError(f"--n must be >= 2 for FID/KID, got {n}")
     if kid_subset_size < 1:
         raise SdmError(f"--kid-subset-size must be >= 1, got {kid_subset_size}")
+    if json_out:
+        check_output_file(json_out, "--json-out")  # before the (long) sampling run
     set_threads(threads)
     from ..atomic import write_text
     from ..evaluation.classifier import load_classifier

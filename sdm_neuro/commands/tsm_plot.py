@@ -10,7 +10,7 @@ import json
 
 import click
 
-from ._common import set_threads
+from ._common import check_output_file, set_threads
 
 
 def gain_stats(model) -> dict:
@@ -65,6 +65,7 @@ def command(model, out_path, threads):
 
     if not str(out_path).lower().endswith(".png"):
         raise SdmError(f"--out must be a .png file, got {out_path}")
+    check_output_file(out_path)
     set_threads(threads)
     from ..checkpoint import load_model
 

@@ -80,10 +80,18 @@ def load_subject(ref: str | Path) -> Subject:
     return sub
 
 
+# ModelSpec fields that describe the spiking neuron only; the ReLU twin takes their defaults
+# (a converted SNN's quant_bits, reset and v_init would make the twin a quantised ANN, or invalid).
+SPIKING_ONLY_FIELDS = ("threshold", "surrogate_alpha", "neuron", "tsm", "reset", "v_init", "quant_bits")
+
+
 def ann_twin_card(card):
-    """The ANN twin of a spiking card: same architecture, ReLU, T = 1."""
+    """The ANN twin of a spiking card: same architecture (channels, blocks, time embedding), ReLU,
+    T = 1; the spiking-only fields (``SPIKING_ONLY_FIELDS``) are dropped."""
     d = card.to_dict()
-    d["model"].update({"kind": "ann", "T": 1, "name": f"{card.model.name}-ann-twin"})
+    for key in SPIKING_ONLY_FIELDS:
+        d["model"].pop(key, None)
+    d["model"].update({"kind": "ann", "T": 1, "activation": "relu", "name": f"{card.model.name}-ann-twin"})
     return card_from_dict(d)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..export.graph import Graph
-from ..export.quantize import A_IN_MAX, ACT_SHIFT, GAIN_SHIFT, V_MAX
+from ..export.quantize import A_IN_MAX, A_IN_MIN, ACT_SHIFT, GAIN_SHIFT, V_MAX
 from .host import fixed_bias, host_inputs
 
 
@@ -29,7 +29,7 @@ class RunRecord:
     spikes: dict[str, torch.Tensor] = field(default_factory=dict)
     per_neuron: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (C*H*W,) summed over N, T
     trains: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N, C*H*W, T) bool, if kept
-    overflow: int = 0  # synaptic-input values that wrapped at 16 bits (fixed point)
+    overflow: int = 0  # neuron-steps whose summed synaptic input left [-2^15, 2^15 - 1] and wrapped (fixed point)
 
 
 class TorchExecutor:
@@ -91,7 +91,7 @@ class TorchExecutor:
             for name, pop in g.populations.items():
                 a = self._synaptic(name, spikes)
                 if fixed and a is not None:
-                    over = a.abs() > A_IN_MAX
+                    over = (a > A_IN_MAX) | (a < A_IN_MIN)  # outside int16 [-32768, 32767]
                     if over.any():  # Lava's int16 a_in wraps around
                         rec.overflow += int(over.sum())
                         a = torch.remainder(a + 2**15, 2**16) - 2**15

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -25,6 +26,8 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..errors import SdmError
 from .graph import Graph, HostSide, Population, Projection
+from .quantize import MAX_SCALE_EXP, V_MAX, VTH_MAX
+from .validate import MAX_KERNEL, MAX_T, MAX_WEIGHT_EXP, validate_graph
 
 FORMAT = "sdm-neuro-lava"
 FORMAT_VERSION = 3
@@ -44,7 +47,9 @@ def _str(group: h5py.Group, name: str, value: str) -> None:
     group.create_dataset(name, data=np.bytes_(value), track_times=False)
 
 
-def content_hash(f: h5py.File) -> str:
+def content_hash(f: h5py.File, values: dict | None = None) -> str:
+    """SHA-256 hex digest of the file's content (``docs/export_format.md``, "Integrity").
+    ``values``, if given, receives every dataset's value by its HDF5 path (read once, reused)."""
     h = hashlib.sha256()
 
     def visit(name: str, obj) -> None:
@@ -54,7 +59,12 @@ def content_hash(f: h5py.File) -> str:
                 h.update(k.encode() + repr(np.asarray(obj.attrs[k]).tolist()).encode())
         if isinstance(obj, h5py.Dataset):
             arr = np.asarray(obj[()])
-            h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+            if values is not None:
+                values[obj.name] = arr
+            # object dtype (references, variable-length strings; never written by the exporter):
+            # its repr, as the raw bytes would be pointers
+            raw = repr(arr.tolist()).encode() if arr.dtype.kind == "O" else arr.tobytes()
+            h.update(str(arr.dtype).encode() + str(arr.shape).encode() + raw)
 
     visit("/", f)
     f.visititems(visit)
@@ -138,27 +148,94 @@ def write_graph(graph: Graph, path: str | Path, betas: np.ndarray, provenance: d
     return digest
 
 
-def _need(group: h5py.Group, key: str, path: Path):
-    if key not in group:
-        where = group.name.rstrip("/") + "/" + key
-        raise SdmError(f"export file {path} lacks '{where}' (incomplete or not an sdm-neuro export)")
-    return group[key]
+# The names each group may hold (``FieldReader.no_unknown`` refuses anything else).
+ROOT_ATTRS = {"format", "format_version", "created_by", "T", "slot_steps", "hop_steps", "a_in_bits", "latency",
+              "window", "image_shape", "readout", "meta", "content_hash"}
+ROOT_MEMBERS = {"host", "diffusion", "layer", "projection"}
+HOST_MEMBERS, HOST_ATTRS = {"head_weight", "head_bias", "readout_bias"}, {"readout_scale", "time_embedding"}
+LAYER_MEMBERS = {"type", "name", "shape", "depth", "scale_exp", "threshold", "neuron", "bias", "bias_table", "host_map",
+                 "gain", "gain_mant"}
+NEURON_MEMBERS = {"type", "iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike"}
+V3_LAYER_MEMBERS, V3_NEURON_MEMBERS = {"v_init"}, {"reset", "vInitMant"}
+PROJECTION_MEMBERS = {"type", "src", "dst", "inChannels", "outChannels", "kernelSize", "stride", "padding", "delay",
+                      "weight", "weight_mant", "weight_exp"}
+# keys of the root attribute ``meta`` (a JSON object) and the JSON types they must have
+META_KEYS = {"model": (str,), "threshold_scale": (int, float), "checkpoint_step": (int,), "tsm": (bool,),
+             "quantized": (bool,)}
+MAX_LAYERS = 4096
+MAX_INDEX = 1 << 20
 
 
-def _scalar(group, key, path):
-    v = _need(group, key, path)[()]
-    return v.decode() if isinstance(v, bytes) else v
+def _meta(r, f: h5py.File) -> dict:
+    text = r.text(f, "meta", attr=True)
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise r.fail("/@meta", "is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise r.fail("/@meta", f"must be a JSON object, got {type(meta).__name__}")
+    for k, v in meta.items():
+        if k not in META_KEYS:
+            raise r.fail("/@meta", f"has the unknown key {k!r} (known: {', '.join(sorted(META_KEYS))})")
+        ok = isinstance(v, META_KEYS[k]) and (bool not in META_KEYS[k]) == (not isinstance(v, bool))
+        if k == "threshold_scale" and ok:
+            ok = math.isfinite(v) and v > 0
+        if not ok:
+            raise r.fail("/@meta", f"key {k!r} has the value {v!r} of the wrong type or range")
+    return meta
 
 
-def _name(names: list[str], value, what: str, path: Path) -> str:
-    i = int(value)
-    if not 0 <= i < len(names) or i != value:
-        raise SdmError(f"export file {path}: {what} index {value} is out of range 0..{len(names) - 1}")
-    return names[i]
+def _read_layer(r, g: h5py.Group, version: int) -> Population:
+    r.no_unknown(g, LAYER_MEMBERS | (V3_LAYER_MEMBERS if version >= 3 else set()))
+    nrn = r.group(g, "neuron")
+    r.no_unknown(nrn, NEURON_MEMBERS | (V3_NEURON_MEMBERS if version >= 3 else set()))
+    kind = {"population": "if", "readout": "readout"}[r.text(g, "type", choices=("population", "readout"))]
+    name = r.text(g, "name")
+    if not name or len(name) > 256:
+        raise r.fail(r.field(g, "name", False), "must be a non-empty name of at most 256 characters")
+    r.text(nrn, "type", choices=("CUBA",))
+    for key, want in (("iDecay", I_DECAY), ("vDecay", V_DECAY), ("refDelay", 1)):
+        r.integer(nrn, key, want, want)
+    if r.boolean(nrn, "gradedSpike"):
+        raise r.fail(r.field(nrn, "gradedSpike", False), "must be false (binary spikes)")
+    if version >= 3:
+        reset = r.text(nrn, "reset", choices=("zero", "subtract"))
+        v_init, v_init_mant = r.real(g, "v_init"), r.integer(nrn, "vInitMant", 0, V_MAX)
+    else:  # version 2: hard reset from v = 0
+        reset, v_init, v_init_mant = "zero", 0.0, 0
+    return Population(
+        name=name, shape=r.shape3(g, "shape"), threshold=r.real(g, "threshold", allow_inf=True), kind=kind,
+        bias=r.array(g, "bias", "f", 1, optional=True), bias_table=r.array(g, "bias_table", "f", 2, optional=True),
+        host_map=r.array(g, "host_map", "f", 2, optional=True), gain=r.array(g, "gain", "f", 1, optional=True),
+        depth=r.integer(g, "depth", 0, MAX_LAYERS), scale_exp=r.integer(g, "scale_exp", 0, MAX_SCALE_EXP),
+        vth_mant=r.integer(nrn, "vThMant", 0, VTH_MAX), gain_mant=r.array(g, "gain_mant", "iu", 1, optional=True),
+        reset=reset, v_init=v_init, v_init_mant=v_init_mant)
+
+
+def _read_projection(r, g: h5py.Group, names: list[str]) -> Projection:
+    r.no_unknown(g, PROJECTION_MEMBERS)
+    last = len(names) - 1
+    src, dst = r.integer(g, "src", 0, last), r.integer(g, "dst", 0, last)
+    w = r.array(g, "weight", "f", 4)
+    m = r.array(g, "weight_mant", "iu", 4)
+    for key, size in (("outChannels", w.shape[0]), ("inChannels", w.shape[1]), ("kernelSize", w.shape[-1])):
+        if r.integer(g, key, 0, MAX_INDEX) != size:
+            raise r.fail(r.field(g, key, False), f"is {r.integer(g, key, 0, MAX_INDEX)} but the weight's shape "
+                                                 f"{w.shape} says {size}")
+    return Projection(src=names[src], dst=names[dst], weight=w, stride=r.integer(g, "stride", 1, 4),
+                      padding=r.integer(g, "padding", 0, MAX_KERNEL), delay=r.integer(g, "delay", 0, MAX_LAYERS),
+                      transposed=r.text(g, "type", choices=("conv", "convT")) == "convT", weight_mant=m,
+                      weight_exp=r.integer(g, "weight_exp", 0, MAX_WEIGHT_EXP))
 
 
 def read_graph(path: str | Path) -> tuple[Graph, dict]:
-    """Read an export file. Returns (graph, info) where info holds betas, hash and metadata."""
+    """Read an export file. Returns (graph, info) where info holds betas, hash and metadata.
+
+    Order: format and version, the content hash, then every field's type, rank and range
+    (``FieldReader``; unknown names refused), then the graph's values and consistency
+    (``validate.validate_graph``). Any failure is one ``SdmError`` line naming the field."""
+    from .h5fields import FieldReader
+
     path = Path(path)
     if not path.is_file():
         raise SdmError(f"export file not found: {path}")
@@ -166,73 +243,63 @@ def read_graph(path: str | Path) -> tuple[Graph, dict]:
         f = h5py.File(path, "r")
     except OSError:
         raise SdmError(f"cannot read export file {path}: not a valid HDF5 file (truncated or corrupted)") from None
+    values: dict = {}  # dataset values read by the hash, reused by the field reads
+    r = FieldReader(path, values)
     try:
         with f:
-            if f.attrs.get("format") != FORMAT:
+            fmt = f.attrs.get("format")
+            if not isinstance(fmt, str) or fmt != FORMAT:
                 raise SdmError(f"{path} is not an sdm-neuro Lava export (format attribute missing or wrong)")
-            version = int(f.attrs.get("format_version", -1))
+            version = r.integer(f, "format_version", -(2**62), 2**62, attr=True)
             if version == 1:
                 raise SdmError(f"{path} is a format_version 1 export (unpipelined deployment v1); re-export it with "
                                f"'sdm-neuro export --target lava MODEL -o {path.name}'")
             if version not in READABLE_VERSIONS:
                 raise SdmError(f"{path} has format_version {version}; this sdm-neuro reads versions "
                                f"{', '.join(map(str, READABLE_VERSIONS))}")
-            stored = str(f.attrs.get("content_hash", ""))
-            if content_hash(f) != stored:
+            stored = r.text(f, "content_hash", attr=True)
+            if content_hash(f, values) != stored:
                 raise SdmError(f"{path}: content hash mismatch (the file was modified or corrupted after export); "
                                f"re-export it")
-            layers = _need(f, "layer", path)
+            r.no_unknown(f, ROOT_MEMBERS, ROOT_ATTRS)
+            r.text(f, "created_by", attr=True)
+            T = r.integer(f, "T", 1, MAX_T, attr=True)
+            for key, want in (("slot_steps", T), ("hop_steps", 1), ("a_in_bits", A_IN_BITS)):
+                r.integer(f, key, want, want, attr=True)
+            meta = _meta(r, f)
+            layers = r.group(f, "layer")
+            r.no_unknown(layers, set(layers.keys()))
+            n_layers = r.numbered(layers)
+            if not 1 <= n_layers <= MAX_LAYERS:
+                raise r.fail("/layer", f"holds {n_layers} layers; expected 1..{MAX_LAYERS}")
             pops: dict[str, Population] = {}
-            names = []
-            for i in range(len(layers)):
-                g = _need(layers, str(i), path)
-                nrn = _need(g, "neuron", path)
-                kind = "readout" if _scalar(g, "type", path) == "readout" else "if"
-                if version >= 3:
-                    reset = str(_scalar(nrn, "reset", path))
-                    v_init, v_init_mant = float(_scalar(g, "v_init", path)), int(_scalar(nrn, "vInitMant", path))
-                else:  # version 2: hard reset from v = 0
-                    reset, v_init, v_init_mant = "zero", 0.0, 0
-                p = Population(
-                    name=_scalar(g, "name", path), shape=tuple(int(s) for s in _need(g, "shape", path)[()]),
-                    threshold=float(_scalar(g, "threshold", path)), kind=kind,
-                    bias=g["bias"][()] if "bias" in g else None,
-                    bias_table=g["bias_table"][()] if "bias_table" in g else None,
-                    host_map=g["host_map"][()] if "host_map" in g else None,
-                    gain=g["gain"][()] if "gain" in g else None,
-                    depth=int(_scalar(g, "depth", path)), scale_exp=int(_scalar(g, "scale_exp", path)),
-                    vth_mant=int(_scalar(nrn, "vThMant", path)),
-                    gain_mant=g["gain_mant"][()] if "gain_mant" in g else None,
-                    reset=reset, v_init=v_init, v_init_mant=v_init_mant)
+            for i in range(n_layers):
+                p = _read_layer(r, r.group(layers, str(i)), version)
+                if p.name in pops:
+                    raise r.fail(f"/layer/{i}/name", f"repeats the name {p.name!r} of another layer")
                 pops[p.name] = p
-                names.append(p.name)
-            projections = []
-            pg = _need(f, "projection", path)
-            for j in range(len(pg)):
-                g = _need(pg, str(j), path)
-                projections.append(Projection(
-                    src=_name(names, _scalar(g, "src", path), f"projection {j} src", path),
-                    dst=_name(names, _scalar(g, "dst", path), f"projection {j} dst", path),
-                    weight=_need(g, "weight", path)[()], stride=int(_scalar(g, "stride", path)),
-                    padding=int(_scalar(g, "padding", path)), transposed=_scalar(g, "type", path) == "convT",
-                    delay=int(_scalar(g, "delay", path)), weight_mant=_need(g, "weight_mant", path)[()],
-                    weight_exp=int(_scalar(g, "weight_exp", path))))
-            host = _need(f, "host", path)
-            hs = HostSide(_need(host, "head_weight", path)[()], _need(host, "head_bias", path)[()],
-                          _need(host, "readout_bias", path)[()], float(host.attrs.get("readout_scale", 1.0)))
-            betas = _need(_need(f, "diffusion", path), "betas", path)[()]
-            meta = json.loads(f.attrs.get("meta", "{}"))
-            graph = Graph(int(f.attrs["T"]), tuple(int(s) for s in f.attrs["image_shape"]), pops, projections, hs,
-                          _name(names, f.attrs["readout"], "readout", path), {**meta, "quantized": True})
-            info = {"betas": betas, "content_hash": str(f.attrs.get("content_hash", "")), "format_version": version,
-                    "window": int(f.attrs["window"]), "latency": int(f.attrs["latency"]), "meta": meta}
+            names = list(pops)
+            pg = r.group(f, "projection")
+            r.no_unknown(pg, set(pg.keys()))
+            projections = [_read_projection(r, r.group(pg, str(j)), names) for j in range(r.numbered(pg))]
+            host = r.group(f, "host")
+            r.no_unknown(host, HOST_MEMBERS, HOST_ATTRS)
+            r.text(host, "time_embedding", attr=True)
+            hs = HostSide(r.array(host, "head_weight", "f", 4), r.array(host, "head_bias", "f", 1),
+                          r.array(host, "readout_bias", "f", 1), r.real(host, "readout_scale", attr=True))
+            diffusion = r.group(f, "diffusion")
+            r.no_unknown(diffusion, {"betas"})
+            betas = r.array(diffusion, "betas", "f", 1)
+            readout = r.integer(f, "readout", 0, n_layers - 1, attr=True)
+            graph = Graph(T, r.shape3(f, "image_shape", attr=True), pops, projections, hs, names[readout],
+                          {**meta, "quantized": True})
+            info = {"betas": betas, "content_hash": stored, "format_version": version,
+                    "window": r.integer(f, "window", 0, 2 * MAX_LAYERS + MAX_T, attr=True),
+                    "latency": r.integer(f, "latency", 0, MAX_LAYERS, attr=True), "meta": meta}
     except SdmError:
         raise
-    except (OSError, KeyError, ValueError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
         raise SdmError(f"cannot read export file {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    if graph.window != info["window"]:
-        raise SdmError(f"export file {path} is inconsistent: window {info['window']} != latency + T")
-    from .validate import validate_graph
-
-    validate_graph(graph, info["betas"], str(path))
+    validate_graph(graph, betas, str(path), latency=info["latency"], window=info["window"],
+                   order={n: i for i, n in enumerate(names)})
     return graph, info

@@ -8,6 +8,7 @@ is how ``simulate FILE.nir`` compares norse with it on the same graph.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,42 @@ from .graph import Graph, HostSide, Population, Projection, schedule
 from .nir_export import FORMAT
 
 
+def version_tuple(text: str) -> tuple[int, ...] | None:
+    """"1.0.8" -> (1, 0, 8); the release numbers before any suffix ("1.1.0rc1" -> (1, 1, 0)); None
+    if ``text`` does not start with a number."""
+    m = re.match(r"\s*(\d+(?:\.\d+)*)", text)
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def check_nir_version(path: Path) -> str:
+    """The NIR version that wrote ``path`` (its ``version`` dataset); refuses a file written by a
+    newer NIR than the installed one (its nodes or fields may not be read correctly)."""
+    import h5py
+    import nir
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f["version"][()] if isinstance(f.get("version"), h5py.Dataset) else None
+    except OSError:
+        raise SdmError(f"cannot read {path} as NIR: not a valid HDF5 file") from None
+    written = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    have = version_tuple(nir.version)
+    if not isinstance(written, str) or version_tuple(written) is None:
+        raise SdmError(f"{path} has no readable NIR 'version' (not written by nir.write)")
+    if have is not None and version_tuple(written) > have:
+        raise SdmError(f"{path} was written by NIR {written}, newer than the nir {nir.version} this sdm-neuro "
+                       f"reads; re-export it with nir {nir.version}")
+    return written
+
+
 def read_nir(path: str | Path):
-    """``nir.read`` with one-line errors; checks that sdm-neuro wrote the file."""
+    """``nir.read`` with one-line errors; checks the NIR version and that sdm-neuro wrote the file."""
     import nir
 
     path = Path(path)
     if not path.is_file():
         raise SdmError(f"NIR file not found: {path}")
+    check_nir_version(path)
     try:
         g = nir.read(path)
     except Exception as exc:  # h5py / nir raise many kinds; one line for the CLI

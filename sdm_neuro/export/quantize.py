@@ -28,7 +28,8 @@ import torch
 
 from .graph import Graph, Population, Projection
 
-A_IN_MAX = 2**15 - 1  # Lava a_in is int16
+A_IN_MAX = 2**15 - 1  # Lava a_in is int16: [-2^15, 2^15 - 1]
+A_IN_MIN = -(2**15)
 VTH_MAX = 2**17 - 1  # 17-bit threshold mantissa
 V_MAX = 2**23 - 1  # 24-bit membrane voltage (saturating)
 BIAS_MANT_MAX = 2**12 - 1  # 13-bit signed bias mantissa

@@ -15,6 +15,7 @@ statistics per slice, as on W devices without SyncBatchNorm). Only rank 0 writes
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -161,6 +162,8 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
         raise SdmError(f"micro_batches ({micro_batches}) must divide training.batch_size ({tr.batch_size})")
     check_memory(card, tr.batch_size // micro_batches, training=True)
     latest = out_dir / "latest.pt"
+    if seed != tr.seed:  # --seed: the checkpoints record the seed the run really uses
+        card = dataclasses.replace(card, training=dataclasses.replace(tr, seed=seed))
     ck = None
     if resume:
         if not latest.is_file():
@@ -169,7 +172,14 @@ def train(card: ModelCard, out_dir: str | Path, steps: int | None = None, resume
         differ = resume_mismatch(ck["card"], card)
         if differ:
             raise SdmError(f"--resume: the card differs from the one {latest} was trained with in "
-                           f"{', '.join(differ)} (only {', '.join(RESUME_SAFE_KEYS)} may change)")
+                           f"{', '.join(differ)} (only {', '.join(RESUME_SAFE_KEYS)} may change; "
+                           f"--seed sets training.seed)")
+        run_now = {"micro_batches": micro_batches, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+        for key, now in run_now.items():  # absent in checkpoints older than this check
+            if key in ck and ck[key] != now:
+                what = "--micro-batches" if key == "micro_batches" else "the number of processes (ranks)"
+                raise SdmError(f"--resume: {latest} was trained with {what} {ck[key]}, this run has {now}; "
+                               f"resume with the same value (it changes the batches and BatchNorm statistics)")
         if int(ck["step"]) >= steps:
             raise SdmError(f"--resume: {latest} is already at step {ck['step']}; give --steps > {ck['step']}")
 
@@ -249,7 +259,8 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
             raise stop(f"non-finite value in '{bad}' at step {step}")
         save_checkpoint(latest, {"card": card_dict, "model": model.state_dict(), "ema": ema.model.state_dict(),
                                  "optimizer": opt.state_dict(), "step": step, "seconds": seconds,
-                                 "loss": loss, "rng": torch.get_rng_state()})
+                                 "loss": loss, "rng": torch.get_rng_state(), "micro_batches": micro_batches,
+                                 "world_size": world})
         save_checkpoint(out_dir / "model.pt", {"card": card_dict, "model": final.state_dict(), "step": step,
                                               "seconds": seconds, "loss": loss})
 
