@@ -284,16 +284,16 @@ def gpu_model_section(nets: dict, sampler, evals_per_image: int, job_batch: int,
 
 # -- measurement on CUDA (the GPU-run issue's figures) -------------------------------------------
 
-def measure_idle_w(meter, seconds: float = 2.0, sleep=None) -> float | None:
+def measure_idle_w(meter, seconds: float = 2.0, sleep=None, clock=None) -> float | None:
     """Board power (W) with nothing running: NVML energy over ``seconds`` of sleep."""
     import time
 
     if meter is None or not meter.available:
         return None
-    sleep = sleep or time.sleep
-    e0, t0 = meter.read_j(), time.perf_counter()
+    sleep, clock = sleep or time.sleep, clock or time.perf_counter
+    e0, t0 = meter.read_j(), clock()
     sleep(seconds)
-    return (meter.read_j() - e0) / (time.perf_counter() - t0)
+    return (meter.read_j() - e0) / (clock() - t0)
 
 
 def measured_batches(nets: dict, sampler, evals_per_image: int, device: torch.device, precision: str,
