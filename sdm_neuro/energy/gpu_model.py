@@ -311,20 +311,25 @@ def measured_batches(nets: dict, sampler, evals_per_image: int, device: torch.de
     for key, (model, shape) in nets.items():
         model = model.to(device).eval()
         rows = {}
-        for b in batches:
-            def job(b=b):
-                with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-                    sampler.sample(lambda x, t: model(x, t), (b, *shape), device=device)
+        try:
+            for b in batches:
+                def job(b=b):
+                    amp = torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None)
+                    with torch.no_grad(), amp:
+                        sampler.sample(lambda x, t: model(x, t), (b, *shape), device=device)
 
-            rep = time_repeats(job, warmup, repeats, lambda: torch.cuda.synchronize(device), meter).to_dict()
-            e = rep["measured_energy_j"]
-            rows[str(b)] = {"batch": b, "job_seconds": rep["seconds"], "latency_per_image_s": rep["seconds"] / b,
-                            "spread": rep["spread"],
-                            "energy_per_image_mj": None if e is None else e * 1e3 / b,
-                            "energy_above_idle_per_image_mj": (None if e is None or idle is None else
-                                                               (e - idle * rep["seconds"]) * 1e3 / b)}
+                rep = time_repeats(job, warmup, repeats, lambda: torch.cuda.synchronize(device), meter).to_dict()
+                e = rep["measured_energy_j"]
+                rows[str(b)] = {"batch": b, "job_seconds": rep["seconds"], "latency_per_image_s": rep["seconds"] / b,
+                                "spread": rep["spread"],
+                                "energy_per_image_mj": None if e is None else e * 1e3 / b,
+                                "energy_above_idle_per_image_mj": (None if e is None or idle is None else
+                                                                   (e - idle * rep["seconds"]) * 1e3 / b)}
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # keep the batches measured so far
+            out.setdefault("failed", {})[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         out["networks"][key] = rows
         model.cpu()
+        torch.cuda.empty_cache()
     return out
 
 
