@@ -174,6 +174,18 @@ def format_report(r: dict, top: int = 5) -> str:
             rows = ", ".join(f"{k}: {PAPER_TABLE_IV[k]['energy_mj']} mJ needs fr = {v['mean_firing_rate']:.3f}"
                              for k, v in imp["rows"].items())
             lines.append(f"  paper SNN rows with our FLOPs (Eq. 20 solved for fr): {rows}")
+    gm = r.get("gpu_model")
+    if gm:
+        lines.append("")
+        lines.append(f"GPU model ({gm['profile']}, estimated constants: {', '.join(gm['estimates']) or 'none'}), "
+                     "per image: energy, latency, kernels per evaluation, binding term")
+        for key, net in gm["networks"].items():
+            cells = [f"b{b['batch']}: {_fmt(b['energy_per_image_mj'], digits=3)} mJ, "
+                     f"{_fmt(b['latency_per_image_s'], digits=3)} s, {b['kernels_per_evaluation']} k, {b['binding']}"
+                     for bk, b in net["batches"].items() if int(bk) in gm["batches_reported"]]
+            lines.append(f"  {key}: " + "; ".join(cells))
+        err = gm.get("model_error")
+        lines.append("  error against NVML: " + (json.dumps(err) if err else gm.get("measured_note", "none")))
     g = r.get("gpu_run")
     if g and g.get("runs"):
         lines.append("")
