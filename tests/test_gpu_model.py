@@ -272,3 +272,32 @@ def test_gpu_model_fields_are_validated():
         profile_from_dict(nosrc)
     with pytest.raises(SdmError, match="no GPU model constants"):
         GpuConstants.from_profile(load_profile("a100-fp32"))
+
+
+def test_measured_batches_subtracts_the_idle_power_on_any_device():
+    """The measurement path (NVML on CUDA) on the CPU with a meter that reads 100 W all the time:
+    the whole energy is 100 W x the job time, and nothing is left above idle."""
+    import time
+
+    from sdm_neuro.card import card_from_dict
+    from sdm_neuro.diffusion import NoiseSchedule
+    from sdm_neuro.energy.gpu_model import measured_batches
+    from sdm_neuro.models import build_model
+    from sdm_neuro.samplers import make_sampler
+
+    class WattMeter:
+        available, reason = True, None
+
+        def read_j(self):
+            return 100.0 * time.perf_counter()
+
+    card = card_from_dict({"model": {"kind": "ann", "base_channels": 4, "channel_mult": [1, 2], "temb_dim": 16,
+                                     "T": 1}})
+    sampler = make_sampler("ddim", NoiseSchedule.from_card(card), 2)
+    m = measured_batches({"ann": (build_model(card), (1, 8, 8))}, sampler, 2, torch.device("cpu"), "bf16",
+                         batches=(1, 2), warmup=0, repeats=1, meter=WattMeter(), idle_seconds=0.05)
+    assert m["idle_power_w"] == pytest.approx(100.0, rel=1e-3) and m["precision"] == "fp32"
+    for b, row in m["networks"]["ann"].items():
+        assert row["latency_per_image_s"] == pytest.approx(row["job_seconds"] / int(b))
+        assert row["energy_per_image_mj"] == pytest.approx(100.0 * row["job_seconds"] * 1e3 / int(b), rel=0.05)
+        assert abs(row["energy_above_idle_per_image_mj"]) < 0.05 * row["energy_per_image_mj"]

@@ -297,39 +297,43 @@ def measure_idle_w(meter, seconds: float = 2.0, sleep=None, clock=None) -> float
 
 
 def measured_batches(nets: dict, sampler, evals_per_image: int, device: torch.device, precision: str,
-                     batches=BATCHES, warmup: int = 1, repeats: int = 3) -> dict:
-    """Wall time and NVML board energy of the sampling job at each batch on CUDA, whole and with
-    the idle power (measured before) subtracted. ``nets``: {"snn" | "ann": (model, image shape)}."""
-    from .timing import NvmlMeter, time_repeats
+                     batches=BATCHES, warmup: int = 1, repeats: int = 3, meter=None, idle_seconds: float = 2.0) -> dict:
+    """Wall time and board energy of the sampling job at each batch on ``device`` (NVML on CUDA),
+    whole and with the idle power (measured first, over ``idle_seconds``) subtracted.
+    ``nets``: {"snn" | "ann": (model, image shape)}; ``meter``: default ``NvmlMeter(device)``."""
+    from .timing import NvmlMeter, _sync_fn, time_repeats
 
-    meter = NvmlMeter(device)
-    torch.cuda.synchronize(device)
-    idle = measure_idle_w(meter)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    out = {"device_name": torch.cuda.get_device_name(device), "energy_meter_note": meter.reason or "nvml",
-           "idle_power_w": idle, "precision": precision if dtype else "fp32", "networks": {}}
+    meter = NvmlMeter(device) if meter is None else meter
+    sync = _sync_fn(device)
+    sync()
+    idle = measure_idle_w(meter, idle_seconds)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device.type == "cuda" else None
+    out = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+           "energy_meter_note": getattr(meter, "reason", None) or "available", "idle_power_w": idle,
+           "precision": precision if dtype else "fp32", "networks": {}}
     for key, (model, shape) in nets.items():
         model = model.to(device).eval()
         rows = {}
         try:
             for b in batches:
                 def job(b=b):
-                    amp = torch.autocast("cuda", dtype=dtype or torch.float16, enabled=dtype is not None)
+                    amp = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
                     with torch.no_grad(), amp:
                         sampler.sample(lambda x, t: model(x, t), (b, *shape), device=device)
 
-                rep = time_repeats(job, warmup, repeats, lambda: torch.cuda.synchronize(device), meter).to_dict()
+                rep = time_repeats(job, warmup, repeats, sync, meter).to_dict()
                 e = rep["measured_energy_j"]
                 rows[str(b)] = {"batch": b, "job_seconds": rep["seconds"], "latency_per_image_s": rep["seconds"] / b,
                                 "spread": rep["spread"],
                                 "energy_per_image_mj": None if e is None else e * 1e3 / b,
                                 "energy_above_idle_per_image_mj": (None if e is None or idle is None else
                                                                    (e - idle * rep["seconds"]) * 1e3 / b)}
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # keep the batches measured so far
+        except RuntimeError as exc:  # CUDA errors and out-of-memory: keep the batches measured so far
             out.setdefault("failed", {})[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         out["networks"][key] = rows
         model.cpu()
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
