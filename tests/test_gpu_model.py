@@ -93,6 +93,9 @@ def test_gpu_model_on_a_tiny_model_is_launch_bound_at_batch_1():
     n = rows["1"]["kernels_per_evaluation"] * 3 + rows["1"]["solver_kernels_per_job"]
     assert rows["1"]["job_seconds"] == pytest.approx(n * 5e-6)  # every kernel at the 5 us floor
     assert rows["1"]["energy_per_image_mj"] == pytest.approx(n * 5e-6 * (60 + 40) * 1e3, rel=1e-3)
+    sens = sec["networks"]["snn"]["energy_per_image_mj_by_launch_floor_factor"]
+    assert sens["0.5"]["1"] == pytest.approx(rows["1"]["energy_per_image_mj"] / 2, rel=1e-3)  # launch-bound
+    assert sens["0.5"]["256"] < rows["256"]["energy_per_image_mj"] < sens["2"]["256"]
 
 
 def test_measurement_helpers_idle_power_and_model_error():

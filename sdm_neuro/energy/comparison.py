@@ -194,7 +194,14 @@ def energy_vs_batch(events: DeployedEvents | None, T: int | None, latency_steps:
                 f"neuromorphic run" if b is None else
                 f"the modelled GPU ({key.upper()}) is at or below the neuromorphic run from batch {b} "
                 f"(lines cross near batch {x:.0f})")
-        out["crossover"][key] = {"batch": b, "interpolated_batch": x, "statement": text}
+        sens = {}
+        for f, vals_f in gpu_model["networks"][key].get("energy_per_image_mj_by_launch_floor_factor", {}).items():
+            sens[f] = crossover({int(k): v for k, v in vals_f.items()}, nm)
+        if sens:
+            text += " (launch floor " + ", ".join(
+                f"x{f}: {'none' if v is None else f'batch {v}'}" for f, v in sens.items()) + ")"
+        out["crossover"][key] = {"batch": b, "interpolated_batch": x, "statement": text,
+                                 "by_launch_floor_factor": sens}
     return out
 
 

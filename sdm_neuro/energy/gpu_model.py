@@ -20,7 +20,7 @@ docs/hw_profiles.md. Times in s, energies in J unless a name says otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -29,6 +29,7 @@ from ..errors import SdmError
 from ..hardware.profiles import GPU_MODEL_FIELDS, HardwareProfile
 
 BATCHES = (1, 4, 64, 256)  # reported per batch
+LAUNCH_FLOOR_FACTORS = (0.5, 2.0)  # the launch floor is an estimate: energies also at half and twice it
 SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # traced for the energy-vs-batch plot and the crossover
 TERMS = ("launch", "compute", "memory")
 ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
@@ -271,12 +272,17 @@ def gpu_model_section(nets: dict, sampler, evals_per_image: int, job_batch: int,
                            f"{c.element_bytes} bytes per element ({profile.gpu['precision']})"),
            "batches_reported": list(BATCHES), "job_batch": job_batch, "networks": {},
            "not_modelled": list(NOT_MODELLED)}
+    varied = {f"{f:g}": replace(c, launch_floor_s=c.launch_floor_s * f) for f in LAUNCH_FLOOR_FACTORS}
     for key, (build, shape, dense) in nets.items():
-        rows = {}
+        rows, sens = {}, {f: {} for f in varied}
         for b in sweep:
             model_k = trace_evaluation(build, shape, b, sampler.timesteps[0])
-            rows[str(b)] = batch_figures(model_k, trace_solver(sampler, shape, b), b, evals_per_image, c)
+            solver_k = trace_solver(sampler, shape, b)
+            rows[str(b)] = batch_figures(model_k, solver_k, b, evals_per_image, c)
+            for f, cf in varied.items():
+                sens[f][str(b)] = batch_figures(model_k, solver_k, b, evals_per_image, cf)["energy_per_image_mj"]
         out["networks"][key] = {"batches": rows,
+                                "energy_per_image_mj_by_launch_floor_factor": sens,
                                 "lower_bound": None if dense is None else peak_lower_bound(dense, evals_per_image,
                                                                                            profile)}
     return out
