@@ -348,11 +348,31 @@ def test_energy_report_cli_writes_json_and_plots(tiny_ckpt, tmp_path, capsys):
     assert r["energy"]["loihi2"]["per_evaluation"]["snn_dense"] is None
     assert e["per_evaluation"]["snn_events"] is None  # 45 nm has no neuron or spike figure
     assert e["per_evaluation"]["snn_counted_sops"]["not_modelled"] == ["neuron updates", "spikes"]
-    assert r["headline"]["rows"][0]["energy_per_image_mj"] == pytest.approx(3 * lo["total_mj"])
+    rows = r["headline"]["rows"]
+    assert rows[0]["run"].startswith("Loihi (SANA-FE") and rows[0]["energy_basis"].startswith("not run: ")
+    assert rows[1]["run"].startswith("Loihi (per-op event model")
+    assert rows[1]["energy_per_image_mj"] == pytest.approx(3 * lo["total_mj"])
+    g = r["gpu_model"]["networks"]
+    for key in ("snn", "ann"):
+        for b in ("1", "4", "64", "256"):
+            assert g[key]["batches"][b]["binding"] in ("launch", "compute", "memory")
+            assert g[key]["batches"][b]["kernels_per_evaluation"] > 0
+    assert r["gpu_model"]["measured"] is None and "no CUDA" in r["gpu_model"]["measured_note"]
+    evb = r["headline"]["energy_vs_batch"]
+    # the event model's line at the job's batch (2) is the headline's event-model figure
+    assert evb["neuromorphic"][evb["batches"].index(2)] == pytest.approx(rows[1]["energy_per_image_mj"])
+    assert set(evb["crossover"]) == {"snn", "ann"}
+    assert Image.open(out / "energy_vs_batch.png").size[0] > 100
+    b = r["baselines"]
+    assert b["activation_bits"] == 3 and b["int_profile"] == "cmos45nm-int3"
+    assert b["per_evaluation"]["ann_fp32"]["total_mj"] == pytest.approx(e["per_evaluation"]["ann"]["total_mj"])
+    assert b["per_evaluation"]["snn_fp32"]["total_mj"] == pytest.approx(
+        e["per_evaluation"]["snn_counted_sops"]["total_mj"])
     assert r["quality"][0]["fid"] == 123.4 and r["quality"][0]["kind"] == "snn"
     assert r["gpu_run"]["runs"] == [] and r["paper_anchor"] is None
     md = (out / "headline.md").read_text()
     assert md.count("\n| ") == 1 + len(r["headline"]["rows"]) and "SNN (deployed export)" in md
+    assert "crossover" in md and "no measurement in this run" in md
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -371,7 +391,10 @@ def test_timed_runs_label_device_and_estimate(tiny_ckpt):
         assert run["seconds_min"] <= run["seconds"] <= run["seconds_max"]
     rows = {(x["run"].split(" ")[0], x["network"]): x for x in r["headline"]["rows"]}
     assert rows[("CPU", "SNN (PyTorch)")]["latency_per_image_s"] == g["runs"][1]["seconds_per_image"]
-    assert rows[("GPU", "ANN twin (PyTorch)")]["energy_basis"].startswith("estimate")
+    gpu_ann = rows[("GPU", "ANN twin (PyTorch)")]
+    assert gpu_ann["energy_basis"].startswith("modelled at batch 2")
+    assert gpu_ann["energy_per_image_mj"] == r["gpu_model"]["networks"]["ann"]["batches"]["2"]["energy_per_image_mj"]
+    assert gpu_ann["lower_bound_energy_mj"] < gpu_ann["energy_per_image_mj"]
     assert g["runs"][2]["onnx_max_abs_error"] < 1e-4
 
 

@@ -33,6 +33,7 @@ def _headline_lines(h: dict) -> list[str]:
     for r in h["rows"]:
         lines.append(f"  {r['run'][:29]:<30}{r['network'][:23]:<24}{_fmt(r['energy_per_image_mj']):>13}"
                      f"{_fmt(r['latency_per_image_s']):>13}  energy: {r['energy_basis']}; latency: {r['latency_basis']}")
+    lines += [f"  {t}" for t in crossover_lines(h)]
     return lines
 
 
@@ -40,6 +41,17 @@ def _sig(v, digits: int = 3) -> str:
     if v is None:
         return "-"
     return f"{v:.{digits - 1}e}" if (abs(v) >= 1e5 or (v and abs(v) < 1e-2)) else f"{v:.{digits}g}"
+
+
+def crossover_lines(h: dict) -> list[str]:
+    """The crossover statements of the headline's energy-vs-batch section, one per GPU network."""
+    evb = h.get("energy_vs_batch")
+    if not evb:
+        return ["crossover: not computed (no GPU model in this report)"]
+    if evb.get("neuromorphic") is None:
+        return [f"crossover: not computed ({evb['neuromorphic_basis']})"]
+    return [f"crossover ({evb['gpu_profile']} model vs {evb['neuromorphic_profile']} event model, energy per image, "
+            f"batch {evb['batches'][0]}..{evb['batches'][-1]}): {c['statement']}" for c in evb["crossover"].values()]
 
 
 def headline_markdown(r: dict) -> str:
@@ -53,8 +65,30 @@ def headline_markdown(r: dict) -> str:
         lat = x["latency_basis"]
         if x.get("simulation_seconds_per_image") is not None:
             lat += f" (Lava CPU simulation: {_sig(x['simulation_seconds_per_image'])} s per image)"
-        lines.append(f"| {x['run']} | {x['network']} | {_sig(x['energy_per_image_mj'])} | {x['energy_basis']} | "
+        basis = x["energy_basis"]
+        if x.get("lower_bound_energy_mj") is not None:
+            basis += (f"; peak-throughput lower bound {_sig(x['lower_bound_energy_mj'])} mJ, "
+                      f"{_sig(x['lower_bound_latency_s'])} s")
+        lines.append(f"| {x['run']} | {x['network']} | {_sig(x['energy_per_image_mj'])} | {basis} | "
                      f"{_sig(x['latency_per_image_s'])} | {lat} |")
+    lines.append("")
+    lines += [f"* {t}" for t in crossover_lines(h)]
+    left = {}
+    for x in h["rows"]:
+        if x.get("not_modelled"):
+            left.setdefault("; ".join(x["not_modelled"]), []).append(x["network"])
+    for text, nets in left.items():
+        lines.append(f"* 45 nm rows {', '.join(nets)} leave out: {text}")
+    g = r.get("gpu_model")
+    if g:
+        lines.append(f"* GPU model: {g['formula']}; constants from `{g['profile']}` (estimates: "
+                     f"{', '.join(g['estimates']) or 'none'}); leaves out: {'; '.join(g['not_modelled'])}")
+        err = g.get("model_error")
+        lines.append("* GPU model error against NVML measurements: " + (
+            ", ".join(f"{k} batch {b}: latency {e['latency']:+.0%}" + (f", energy {e['energy']:+.0%}"
+                                                                      if "energy" in e else "")
+                      for k, rows in err.items() for b, e in rows.items()) if err else
+            "no measurement in this run (no CUDA device)"))
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +174,18 @@ def format_report(r: dict, top: int = 5) -> str:
             rows = ", ".join(f"{k}: {PAPER_TABLE_IV[k]['energy_mj']} mJ needs fr = {v['mean_firing_rate']:.3f}"
                              for k, v in imp["rows"].items())
             lines.append(f"  paper SNN rows with our FLOPs (Eq. 20 solved for fr): {rows}")
+    gm = r.get("gpu_model")
+    if gm:
+        lines.append("")
+        lines.append(f"GPU model ({gm['profile']}, estimated constants: {', '.join(gm['estimates']) or 'none'}), "
+                     "per image: energy, latency, kernels per evaluation, binding term")
+        for key, net in gm["networks"].items():
+            cells = [f"b{b['batch']}: {_fmt(b['energy_per_image_mj'], digits=3)} mJ, "
+                     f"{_fmt(b['latency_per_image_s'], digits=3)} s, {b['kernels_per_evaluation']} k, {b['binding']}"
+                     for bk, b in net["batches"].items() if int(bk) in gm["batches_reported"]]
+            lines.append(f"  {key}: " + "; ".join(cells))
+        err = gm.get("model_error")
+        lines.append("  error against NVML: " + (json.dumps(err) if err else gm.get("measured_note", "none")))
     g = r.get("gpu_run")
     if g and g.get("runs"):
         lines.append("")
@@ -180,10 +226,11 @@ def _plot_headline(plt, r: dict, path: Path) -> None:
             v = x[key]
             if v is None:
                 steps = x.get("lava_steps_per_image")
-                ax.text(0.02, i, "not modelled" + (f" ({steps:,.0f} Lava steps)" if steps else ""), va="center",
-                        fontsize=7, transform=ax.get_yaxis_transform())
+                why = "not run" if x[basis].startswith("not run") else "not modelled"
+                ax.text(0.02, i, why + (f" ({steps:,.0f} Lava steps)" if steps and why == "not modelled" else ""),
+                        va="center", fontsize=7, transform=ax.get_yaxis_transform())
                 continue
-            est = x[basis].startswith("estimate")
+            est = not x[basis].startswith("measured")
             ax.barh(i, v, color="tab:gray" if est else "tab:blue", hatch="//" if est else None)
         ax.set_yticks(y)
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows), fontsize=7)
@@ -192,9 +239,42 @@ def _plot_headline(plt, r: dict, path: Path) -> None:
             ax.set_xscale("log")
         ax.set_title(title, fontsize=9)
     axes[0].legend(handles=[Patch(color="tab:blue", label="measured"),
-                            Patch(facecolor="tab:gray", hatch="//", label="estimate")], fontsize=7, loc="lower right")
+                            Patch(facecolor="tab:gray", hatch="//", label="estimate / modelled")], fontsize=7, loc="lower right")
     fig.suptitle(f"{r['input']['model']}: one sampling job ({r['sampling']['solver']} x "
                  f"{r['sampling']['evaluations_per_image']}, {r['sampling']['images']} images)", fontsize=10)
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def _plot_energy_vs_batch(plt, r: dict, path: Path) -> None:
+    evb = r["headline"]["energy_vs_batch"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    b = evb["batches"]
+    styles = {"snn": ("tab:orange", "o", "GPU model, SNN (PyTorch)"), "ann": ("tab:red", "s", "GPU model, ANN twin")}
+    for key, vals in evb["gpu"].items():
+        col, mk, lab = styles.get(key, ("tab:gray", "x", key))
+        ax.plot(b, vals, marker=mk, color=col, label=f"{lab} ({evb['gpu_profile']})")
+    meas = (r.get("gpu_model") or {}).get("measured")
+    if meas:
+        for key, rows in meas["networks"].items():
+            pts = [(int(k), v["energy_per_image_mj"]) for k, v in rows.items() if v["energy_per_image_mj"]]
+            if pts:
+                col = styles.get(key, ("tab:gray",))[0]
+                ax.scatter(*zip(*pts), color=col, marker="*", s=80, label=f"measured {key.upper()} (NVML)")
+    if evb.get("neuromorphic"):
+        ax.plot(b, evb["neuromorphic"], marker="D", color="tab:blue",
+                label=f"neuromorphic, event model ({evb['neuromorphic_profile']})")
+        for c in evb["crossover"].values():
+            if c["interpolated_batch"]:
+                ax.axvline(c["interpolated_batch"], color="gray", ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch (images per sampling job)")
+    ax.set_ylabel("energy per generated image (mJ, log)")
+    ax.set_title(f"{r['input']['model']}: energy per image vs batch ({r['sampling']['solver']} x "
+                 f"{r['sampling']['evaluations_per_image']})", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _savefig(fig, path)
     plt.close(fig)
@@ -209,8 +289,11 @@ def write_plots(r: dict, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     paths: dict = {"headline": str(out_dir / "headline.png"), "firing_rates": None, "energy_breakdown": None,
-                   "energy_vs_quality": None}
+                   "energy_vs_quality": None, "energy_vs_batch": None}
     _plot_headline(plt, r, Path(paths["headline"]))
+    if r["headline"].get("energy_vs_batch"):
+        paths["energy_vs_batch"] = str(out_dir / "energy_vs_batch.png")
+        _plot_energy_vs_batch(plt, r, Path(paths["energy_vs_batch"]))
     c = r["counts"]
     first = r["profiles"][0]
     if c:

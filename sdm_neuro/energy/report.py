@@ -6,7 +6,12 @@
                                      bit-identical fixed-point PyTorch executor run here
     energy    (energy.event_model)   labelled figures per hardware profile, per evaluation and image
     timing    (energy.timing)        the same sampling job timed on the CPU or a GPU, warmed up, repeated
-    headline  (energy.comparison)    neuromorphic vs GPU vs CPU, per image, energy and latency
+    gpu model (energy.gpu_model)     kernels traced from the models at batch 1..256, launch / compute /
+                                     memory per kernel, idle + dynamic power; NVML-measured on CUDA
+    baselines (energy.baselines)     the ANN twin at fp32 / int8 / ceil(log2(T+1)) bits and the SNN on
+                                     45 nm, each without and with SRAM access
+    headline  (energy.comparison)    neuromorphic vs GPU vs CPU vs 45 nm, per image, energy and latency;
+                                     energy against batch size and the crossover batch
     paper, quality                   Table IV beside ours; energy against FID from `evaluate` files
 
 The result is one JSON-ready dict (schema: ``docs/energy_report.md``); ``energy.render`` prints
@@ -29,7 +34,9 @@ from ..models import build_model
 from ..models.paper_config import is_paper_config
 from ..samplers import make_sampler
 from .comparison import headline
+from .baselines import baselines_section
 from .event_model import DeployedEvents, profile_section
+from .gpu_model import GpuConstants, gpu_model_section, measured_batches, model_error
 from .paper import paper_anchor
 from .quality import read_quality
 from .subject import Subject, load_subject, resolve_ann
@@ -177,6 +184,50 @@ def count_stage(sub: Subject, spikes_json, solver: str, steps: int, n_images: in
     return counts, spikes
 
 
+def _gpu_model_profile(profs: list[HardwareProfile]) -> HardwareProfile:
+    """The first report profile with GPU model constants, else ``h100-bf16``."""
+    from .comparison import GPU_PROFILE
+
+    for p in profs:
+        if p.kind == "gpu" and "launch_floor_us" in p.gpu:
+            return p
+    return load_profile(GPU_PROFILE)
+
+
+def gpu_stage(sub: Subject, macs: MacSection, solver: str, steps: int, n_images: int, evals_per_image: int,
+              profs: list[HardwareProfile], timing: dict, warmup: int, repeats: int, notes: list) -> dict | None:
+    """The ``gpu_model`` section: the GPU model per batch for the SNN and the ANN twin; on CUDA also
+    NVML measurements at the reported batches and the model's error against them."""
+    prof = _gpu_model_profile(profs)
+    GpuConstants.from_profile(prof)  # a profile without the model's constants fails here, in one line
+    sampler = make_sampler(solver, sub.schedule, steps)
+    nets = {}
+    if sub.card is not None:
+        m = sub.card.model
+        nets["snn"] = (lambda: build_model(sub.card), (m.in_channels, m.image_size, m.image_size), macs.dense["snn"])
+    if macs.ann_card is not None:
+        a = macs.ann_card.model
+        nets["ann"] = (lambda: build_model(macs.ann_card), (a.in_channels, a.image_size, a.image_size),
+                       macs.dense["ann"])
+    if not nets:
+        notes.append("GPU model: no model card (give --ann, or keep the card beside the export)")
+        return None
+    sec = gpu_model_section(nets, sampler, evals_per_image, n_images, prof)
+    sec["measured"], sec["model_error"] = None, None
+    if timing.get("device") == "cuda":
+        import torch
+
+        live = {k: (mod, nets[k][1]) for k, mod in (("snn", sub.model), ("ann", macs.ann_model))
+                if mod is not None and k in nets}
+        if live:
+            sec["measured"] = measured_batches(live, sampler, evals_per_image, torch.device("cuda"),
+                                               prof.gpu["precision"], warmup=warmup, repeats=repeats)
+            sec["model_error"] = model_error(sec, sec["measured"])
+    else:
+        sec["measured_note"] = "no CUDA device in this run: no NVML measurement, so the model's error is not known"
+    return sec
+
+
 def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | None = None,
                   profiles: list[str] | tuple[str, ...] = DEFAULT_PROFILES, solver: str = "ddim", steps: int = 10,
                   n_images: int = 4, device: str | None = None, gpu_run: bool = True, ann_ref: str | None = None,
@@ -208,7 +259,9 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
     else:
         timing = {"skipped": ["--no-gpu-run"], "runs": []}
     lava_seconds = spikes.get("lava_seconds_total") if spikes is not None else None
-    head = headline(events, evals_per_image, n_images, dense, timing, profs, lava_seconds)
+    gpu_sec = gpu_stage(sub, macs, solver, steps, n_images, evals_per_image, profs, timing, warmup, repeats, notes)
+    T = sub.graph.T if sub.graph is not None else sub.card.T
+    base = baselines_section(macs.ann, events, T, evals_per_image)
 
     mac_dict = macs.to_dict(solver)
     if counts is not None:
@@ -222,15 +275,22 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
         "sampling": {"solver": solver, "steps": steps, "evaluations_per_image": evals_per_image, "images": n_images,
                      "seed": seed, "count_inputs": count_inputs},
         "profiles": [p.name for p in profs],
-        "headline": head,
+        "headline": None,  # filled last, from the sections below
         "counts": counts,
         "macs": mac_dict,
         "energy": energies,
         "gpu_run": timing,
+        "gpu_model": gpu_sec,
+        "baselines": base,
         "paper_anchor": None,
         "quality": None,
         "notes": notes,
     }
+    latency_steps = sub.graph.latency if sub.graph is not None else (spikes or {}).get("latency_steps")
+    report["headline"] = headline(events, evals_per_image, n_images, dense, timing, profs, lava_seconds,
+                                  gpu_model=gpu_sec, baselines=base, sanafe=report.get("neuromorphic_sanafe"),
+                                  latency_model=report.get("neuromorphic_latency_model"), T=T,
+                                  latency_steps=latency_steps)
     if sub.card is not None and macs.ann is not None and is_paper_config(sub.card):
         report["paper_anchor"] = paper_anchor(sub.card, macs.ann, macs.snn_model)
     if quality:

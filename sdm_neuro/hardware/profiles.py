@@ -24,8 +24,14 @@ DEFAULT_PROFILES = ("cmos45nm", "loihi", "loihi2", "a100-fp32", "h100-bf16")  # 
 
 KINDS = ("cmos", "neuromorphic", "gpu")
 ENERGY_REQUIRED = ("mac_pj", "ac_pj")
-ENERGY_OPTIONAL = ("neuron_update_pj", "neuron_update_inactive_pj", "spike_pj", "static_power_mw")
-GPU_NUMBERS = ("peak_tflops", "board_power_w")
+ENERGY_OPTIONAL = ("neuron_update_pj", "neuron_update_inactive_pj", "spike_pj", "static_power_mw",
+                   "sram_access_pj_per_bit")
+# The GPU model's constants (energy.gpu_model): all or none of them in a [gpu] table.
+GPU_MODEL_FIELDS = ("memory_bandwidth_tbs", "launch_floor_us", "compute_efficiency", "memory_efficiency",
+                    "idle_power_w", "active_floor_w", "memory_pj_per_byte")
+GPU_FRACTIONS = ("compute_efficiency", "memory_efficiency")  # in (0, 1]
+GPU_REQUIRED = ("peak_tflops", "board_power_w", "precision")
+GPU_NUMBERS = ("peak_tflops", "board_power_w") + GPU_MODEL_FIELDS
 _TABLES = {"profile", "energy", "capacity", "gpu", "sources", "estimates"}
 
 
@@ -47,8 +53,9 @@ class HardwareProfile:
     neuron_update_inactive_pj: float | None = None  # pJ per inactive update (no input that step)
     spike_pj: float | None = None  # pJ per spike sent / routed
     static_power_mw: float | None = None  # mW, charged per second of run time
+    sram_access_pj_per_bit: float | None = None  # pJ per bit read or written in a small on-chip SRAM
     capacity: dict = field(default_factory=dict)  # neurons_per_core, cores_per_chip, ...
-    gpu: dict = field(default_factory=dict)  # peak_tflops, board_power_w, precision
+    gpu: dict = field(default_factory=dict)  # peak_tflops, board_power_w, precision, GPU model constants
     sources: dict = field(default_factory=dict)  # field name -> citation string
     estimates: tuple = ()  # names of fields that are estimates / derived, not published figures
     path: Path | None = None
@@ -133,7 +140,7 @@ def profile_from_dict(data: dict, path: Path | None = None) -> HardwareProfile:
 
     gpu = _table(where, data, "gpu", False)
     if prof["kind"] == "gpu":
-        for key in GPU_NUMBERS + ("precision",):
+        for key in GPU_REQUIRED:
             if key not in gpu:
                 raise SdmError(f"{where}: missing field gpu.{key} (required for kind 'gpu')")
     for key, value in gpu.items():
@@ -143,6 +150,16 @@ def profile_from_dict(data: dict, path: Path | None = None) -> HardwareProfile:
             _number(where, f"gpu.{key}", value)
         else:
             raise SdmError(f"{where}: unknown field gpu.{key} (known: {', '.join(GPU_NUMBERS)}, precision)")
+    model_keys = [k for k in GPU_MODEL_FIELDS if k in gpu]
+    if model_keys and len(model_keys) != len(GPU_MODEL_FIELDS):
+        missing = [k for k in GPU_MODEL_FIELDS if k not in gpu]
+        raise SdmError(f"{where}: missing field gpu.{missing[0]} (the GPU model needs all of "
+                       f"{', '.join(GPU_MODEL_FIELDS)}, or none)")
+    for key in GPU_FRACTIONS:
+        if key in gpu and not 0 < gpu[key] <= 1:
+            raise SdmError(f"{where}: gpu.{key} must be in (0, 1], got {gpu[key]:g}")
+    if model_keys and "board_power_w" in gpu and gpu["idle_power_w"] + gpu["active_floor_w"] > gpu["board_power_w"]:
+        raise SdmError(f"{where}: gpu.idle_power_w + gpu.active_floor_w must not exceed gpu.board_power_w")
 
     numeric = list(energy) + list(capacity) + [k for k in gpu if k in GPU_NUMBERS]
     sources = _table(where, data, "sources", True)
@@ -169,7 +186,7 @@ def profile_from_dict(data: dict, path: Path | None = None) -> HardwareProfile:
         mac_pj=values["mac_pj"], ac_pj=values["ac_pj"],
         neuron_update_pj=values.get("neuron_update_pj"),
         neuron_update_inactive_pj=values.get("neuron_update_inactive_pj"), spike_pj=values.get("spike_pj"),
-        static_power_mw=values.get("static_power_mw"),
+        static_power_mw=values.get("static_power_mw"), sram_access_pj_per_bit=values.get("sram_access_pj_per_bit"),
         capacity=dict(capacity), gpu=dict(gpu), sources=dict(sources), estimates=tuple(estimates),
         path=path,
     )
