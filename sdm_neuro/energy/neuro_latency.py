@@ -154,19 +154,38 @@ def _mask(proj: Projection) -> torch.Tensor:
     return torch.from_numpy((np.asarray(w) != 0).astype(np.float32))
 
 
-def _apply(proj: Projection, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _apply(proj: Projection, x: torch.Tensor, mask: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """The projection's geometry with weight ``mask`` (conv layout (C_dst, C_src/groups, k, k))."""
     if proj.transposed:
-        return F.conv_transpose2d(x, mask.transpose(0, 1), stride=proj.stride, padding=proj.padding)
-    return F.conv2d(x, mask, stride=proj.stride, padding=proj.padding)
+        c_dst, c_src = mask.shape[0], mask.shape[1] * groups
+        wt = mask.reshape(groups, c_dst // groups, c_src // groups, *mask.shape[2:]).transpose(1, 2)
+        wt = wt.reshape(c_src, c_dst // groups, *mask.shape[2:])
+        return F.conv_transpose2d(x, wt, stride=proj.stride, padding=proj.padding, groups=groups)
+    return F.conv2d(x, mask, stride=proj.stride, padding=proj.padding, groups=groups)
 
 
-def reach(proj: Projection, src_shape, dst_cores: np.ndarray, chunk: int = 64) -> np.ndarray:
+def reach(proj: Projection, src_shape, dst_shape, dst_cores: np.ndarray, chunk: int = 64) -> np.ndarray:
     """(n_src, n_dst_cores) bool: source neuron i has a stored synapse onto destination core c.
-    ``dst_cores``: (n_dst,) core index of each destination neuron (consecutive from its first)."""
+
+    ``dst_cores``: (n_dst,) core index of each destination neuron (C-order, consecutive cores).
+    When every core holds whole output channels (``H_dst W_dst`` divides the neurons per core),
+    the kernel's non-zero mask is OR-ed over each core's channels and one grouped adjoint
+    convolution gives every core's column; otherwise one adjoint per core (chunks of ``chunk``)."""
     mask = _mask(proj)
-    first, n_c = int(dst_cores.min()), int(dst_cores.max() - dst_cores.min() + 1)
-    x0 = torch.zeros(1, *src_shape)
-    out_shape = _apply(proj, x0, mask).shape[1:]
+    c_src = src_shape[0]
+    c_dst, hw_dst = dst_shape[0], dst_shape[1] * dst_shape[2]
+    first = int(dst_cores.min())
+    n_c = int(dst_cores.max()) - first + 1
+    ch_core = (dst_cores[::hw_dst] - first)  # core of each output channel's first neuron
+    whole = bool(np.all(dst_cores.reshape(c_dst, hw_dst) - first == ch_core[:, None]))
+    if whole:
+        core_mask = torch.zeros(n_c, c_src, *mask.shape[2:])
+        core_mask.index_add_(0, torch.from_numpy(ch_core), mask)
+        core_mask = (core_mask > 0).float()
+        x = torch.zeros(1, n_c * c_src, *src_shape[1:], requires_grad=True)
+        _apply(proj, x, core_mask, groups=n_c).sum().backward()
+        return (x.grad.reshape(n_c, -1) > 0).T.numpy()
+    out_shape = _apply(proj, torch.zeros(1, *src_shape), mask).shape[1:]
     rel = torch.from_numpy(dst_cores - first)
     cols = []
     for c0 in range(0, n_c, chunk):
@@ -178,64 +197,80 @@ def reach(proj: Projection, src_shape, dst_cores: np.ndarray, chunk: int = 64) -
     return np.concatenate(cols, axis=1)
 
 
-def core_work(graph: Graph, core_map: CoreMap, trains: dict[str, np.ndarray], delays: str = "native") -> CoreWork:
-    """Event counts per step and core of one single-image evaluation.
+class CoreEventCounter:
+    """Event counts per step and core of single-image evaluations of ``graph`` placed by ``core_map``.
 
-    ``trains``: spiking population -> (n, T) bool, the executor's spikes of that evaluation.
     ``delays="native"``: hardware delays (a delayed projection's events happen when its source
     fires, on the destination core); ``"replay"``: as the SANA-FE adapter runs it (the replay
-    group, on its own cores, fires ``delay`` steps later and sends the packets).
-    """
-    if delays not in ("native", "replay"):
-        raise ValueError("delays must be 'native' or 'replay'")
-    T = graph.T
-    names = [n for n, g in core_map.groups.items() if not g.is_replay]
-    depth = max(graph.populations[n].depth for n in names)
-    steps = T * (1 + -(-depth // T))
-    n_cores = core_map.n_cores
-    z = lambda: np.zeros((steps, n_cores), np.int64)  # noqa: E731
-    updated, fired, p_out, p_in, events = z(), z(), z(), z(), z()
-    neurons = np.zeros(n_cores, np.int64)
+    group, on its own cores, fires ``delay`` steps later and sends the packets). Which source
+    neuron reaches which core is computed once per projection and reused."""
 
-    def emit_step(group) -> int:
-        d = graph.populations[group.source].depth
-        return d + (group.delay if group.is_replay else 0)
+    def __init__(self, graph: Graph, core_map: CoreMap, delays: str = "native", cache: bool = True):
+        if delays not in ("native", "replay"):
+            raise ValueError("delays must be 'native' or 'replay'")
+        self.graph, self.core_map, self.delays = graph, core_map, delays
+        self.names = [n for n, g in core_map.groups.items() if not g.is_replay]
+        keep = set(self.names)
+        self.projections = [p for p in graph.projections if p.src in keep and p.dst in keep]
+        depth = max(graph.populations[n].depth for n in self.names)
+        self.steps = graph.T * (1 + -(-depth // graph.T))
+        self.cache = cache  # keep each projection's reach matrix (memory: n_src x destination cores bools)
+        self._reach: dict[str, np.ndarray] = {}
 
-    for name in names:
-        g, pop = core_map.groups[name], graph.populations[name]
-        cores = g.core_of_neuron()
-        neurons += np.bincount(cores, minlength=n_cores)
-        per_core = np.bincount(cores, minlength=n_cores)
-        updated[pop.depth:pop.depth + T] += per_core[None, :]
-        if name in trains:
-            f = np.stack([np.bincount(cores, weights=trains[name][:, t], minlength=n_cores) for t in range(T)])
-            fired[pop.depth:pop.depth + T] += f.astype(np.int64)
-    for key, g in core_map.groups.items():  # replay groups fire (zero-cost somas)
-        if g.is_replay and delays == "replay":
-            cores = g.core_of_neuron()
-            k0 = emit_step(g)
-            f = np.stack([np.bincount(cores, weights=trains[g.source][:, t], minlength=n_cores) for t in range(T)])
-            fired[k0:k0 + T] += f.astype(np.int64)
-    keep = set(names)
-    for proj in graph.projections:
-        if proj.src not in keep or proj.dst not in keep:
-            continue
-        sender = core_map.sender(proj) if delays == "replay" else core_map.groups[proj.src]
-        src_shape = graph.populations[proj.src].shape
-        k0 = emit_step(sender)
-        s = torch.from_numpy(trains[proj.src].T.astype(np.float32)).reshape(T, *src_shape)  # (T, C, H, W)
-        dst_cores = core_map.groups[proj.dst].core_of_neuron()
-        ev = _apply(proj, s, _mask(proj)).reshape(T, -1).double().numpy()  # events per dst neuron
-        for t in range(T):
-            events[k0 + t] += np.bincount(dst_cores, weights=ev[t], minlength=n_cores).round().astype(np.int64)
-        r = reach(proj, src_shape, dst_cores)  # (n_src, n_dst_cores)
-        first = int(dst_cores.min())
-        src_cores = sender.core_of_neuron()
-        for t in range(T):
-            fires = trains[proj.src][:, t]
-            p_in[k0 + t, first:first + r.shape[1]] += r[fires].sum(0)
-            p_out[k0 + t] += np.bincount(src_cores, weights=r.sum(1) * fires, minlength=n_cores).astype(np.int64)
-    return CoreWork(neurons, updated, fired, p_out, p_in, events, core_map.tiles(), T)
+    def _reach_of(self, proj: Projection) -> np.ndarray:
+        r = self._reach.get(proj.name)
+        if r is None:
+            with torch.enable_grad():
+                r = reach(proj, self.graph.populations[proj.src].shape, self.graph.populations[proj.dst].shape,
+                          self.core_map.groups[proj.dst].core_of_neuron())
+            if self.cache:
+                self._reach[proj.name] = r
+        return r
+
+    def _emit_step(self, group) -> int:
+        return self.graph.populations[group.source].depth + (group.delay if group.is_replay else 0)
+
+    def work(self, trains: dict[str, np.ndarray]) -> CoreWork:
+        """``trains``: spiking population -> (n, T) bool, the executor's spikes of one evaluation."""
+        graph, cm, T = self.graph, self.core_map, self.graph.T
+        n_cores, steps = cm.n_cores, self.steps
+        z = lambda: np.zeros((steps, n_cores), np.int64)  # noqa: E731
+        updated, fired, p_out, p_in, events = z(), z(), z(), z(), z()
+        neurons = np.zeros(n_cores, np.int64)
+
+        def fires_per_core(cores, train):
+            return np.stack([np.bincount(cores, weights=train[:, t], minlength=n_cores) for t in range(T)])
+
+        for name in self.names:
+            g, pop = cm.groups[name], graph.populations[name]
+            per_core = np.bincount(g.core_of_neuron(), minlength=n_cores)
+            neurons += per_core
+            updated[pop.depth:pop.depth + T] += per_core[None, :]
+            if name in trains:
+                fired[pop.depth:pop.depth + T] += fires_per_core(g.core_of_neuron(), trains[name]).astype(np.int64)
+        if self.delays == "replay":  # replay groups fire (zero-cost somas) and send the packets
+            for g in cm.groups.values():
+                if g.is_replay:
+                    k0 = self._emit_step(g)
+                    fired[k0:k0 + T] += fires_per_core(g.core_of_neuron(), trains[g.source]).astype(np.int64)
+        with torch.no_grad():
+            for proj in self.projections:
+                sender = cm.sender(proj) if self.delays == "replay" else cm.groups[proj.src]
+                k0 = self._emit_step(sender)
+                train = trains[proj.src]
+                s = torch.from_numpy(train.T.astype(np.float32)).reshape(T, *graph.populations[proj.src].shape)
+                dst_cores = cm.groups[proj.dst].core_of_neuron()
+                ev = _apply(proj, s, _mask(proj)).reshape(T, -1).double().numpy()  # events per dst neuron
+                r = self._reach_of(proj)
+                first = int(dst_cores.min())
+                src_cores = sender.core_of_neuron()
+                fan_cores = r.sum(1)
+                for t in range(T):
+                    events[k0 + t] += np.bincount(dst_cores, weights=ev[t], minlength=n_cores).round().astype(np.int64)
+                    f = train[:, t]
+                    p_in[k0 + t, first:first + r.shape[1]] += r[f].sum(0)
+                    p_out[k0 + t] += np.bincount(src_cores, weights=fan_cores * f, minlength=n_cores).astype(np.int64)
+        return CoreWork(neurons, updated, fired, p_out, p_in, events, cm.tiles(), T)
 
 
 def evaluation_latency(work: CoreWork, tm: LoihiTiming) -> dict:

@@ -35,10 +35,11 @@ not read back (eps comes from the executor).
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,11 +58,11 @@ SYNAPSE_UNIT = "loihi_conv_synapse"
 SOMA_UNIT = "loihi_lif"
 INPUT_UNIT = "loihi_inputs"  # loihi_inputs[0..1023] per core: zero-energy input somas
 ENERGY_UNITS = ("synapse", "dendrite", "soma", "network")
-# Peak memory of a SANA-FE build, measured here on sub-networks of the digits export (sanafe
-# 2.2.9): 2.75 GB at 1.26 M synapses, 4.4 GB at 3.35 M, 14.8 GB at 16.06 M: about 0.8 GB per
-# million synapses plus a base.
-GB_PER_MILLION_SYNAPSES = 0.85
-BASE_GB = 1.0
+# Peak memory (ru_maxrss) of a SANA-FE build with this adapter, measured here on the digits export
+# and its sub-networks (sanafe 2.2.9, benchmarks/neuro_latency.py): 3.5 GB at 1.90 M synapses,
+# 8.0 GB at 7.71 M, 15.2 GB at 16.06 M: about 0.9 GB per million synapses plus a base: an upper fit (3.7, 8.9, 16.5 GB).
+GB_PER_MILLION_SYNAPSES = 0.9
+BASE_GB = 2.0  # the process (torch, the graph) and SANA-FE before any synapse
 
 
 class SanafeUnavailable(SdmError):
@@ -92,15 +93,17 @@ def sanafe_version() -> str | None:
 
 @contextmanager
 def quiet_stdout():
-    """Send file descriptor 1 to /dev/null: SANA-FE's C++ code prints progress lines to stdout."""
+    """Silence SANA-FE's progress lines ("Executed steps ..."): its C++ code writes them through
+    Python's ``sys.stdout`` (pybind11), and may write to file descriptor 1 directly, so both go to
+    a sink while it runs."""
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
-        yield
+        with redirect_stdout(io.StringIO()):
+            yield
     finally:
-        sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)

@@ -40,6 +40,7 @@ class CoreGroup:
     n_cores: int
     source: str  # the population whose spikes it emits (itself, for a population)
     delay: int = 0  # replay groups: the projection delay they replay (extra steps)
+    cap: int = NEURONS_PER_CORE  # neurons per core
 
     @property
     def is_replay(self) -> bool:
@@ -47,7 +48,7 @@ class CoreGroup:
 
     def core_of_neuron(self) -> np.ndarray:
         """(size,) core index of each neuron (C-order)."""
-        return self.first_core + np.arange(self.size) // NEURONS_PER_CORE
+        return self.first_core + np.arange(self.size) // self.cap
 
 
 def replay_name(source: str, delay: int) -> str:
@@ -88,7 +89,7 @@ def map_cores(graph: Graph, populations: list[str] | None = None, replay: bool =
     for name in names:
         n = graph.populations[name].size
         k = -(-n // cap)
-        groups[name] = CoreGroup(name, n, core, k, name)
+        groups[name] = CoreGroup(name, n, core, k, name, cap=cap)
         core += k
     if replay:
         keep = set(names)
@@ -97,7 +98,7 @@ def map_cores(graph: Graph, populations: list[str] | None = None, replay: bool =
             if p.delay and p.src in keep and p.dst in keep and key not in groups:
                 n = graph.populations[p.src].size
                 k = -(-n // cap)
-                groups[key] = CoreGroup(key, n, core, k, p.src, p.delay)
+                groups[key] = CoreGroup(key, n, core, k, p.src, p.delay, cap)
                 core += k
     out = CoreMap(groups, cap)
     for g in groups.values():  # the one limit that is checked
