@@ -149,8 +149,18 @@ def sanafe_section(graph, job: JobEvaluations, k: int, mode: str, evals_per_imag
     drives = sx.executor_drives(graph, job.x[idx], job.t[idx])
     import resource
 
-    net = sx.SanafeNetwork(graph)
-    runs = [(d, net.run(d)) for d in drives]
+    try:
+        net = sx.SanafeNetwork(graph)
+        runs = [(d, net.run(d)) for d in drives]
+    except SdmError as exc:  # a network the adapter cannot map (TSM gains, too many cores)
+        if mode == "on":
+            raise
+        return unavailable(str(exc), version), []
+    except (RuntimeError, MemoryError, ValueError) as exc:  # raised inside SANA-FE's C++ code
+        why = f"SANA-FE failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if mode == "on":
+            raise SdmError(why) from None
+        return unavailable(why, version), []
     match = all(v["mismatched_neuron_steps"] == 0 and v["outside_window"] == 0
                 for d, e in runs for v in sx.compare_trains(e, d).values())
     n = len(runs)
