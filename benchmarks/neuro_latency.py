@@ -140,8 +140,9 @@ def apply_model(name: str) -> dict:
     counter = CoreEventCounter(graph, cm, "native", cache=name != "paper")
     res, fr = [], []
     t0 = time.perf_counter()
-    for i in range(0, x.shape[0], 4 if name != "paper" else 1):
-        for d in executor_drives(graph, x[i:i + 4 if name != "paper" else i + 1], t[i:i + 4 if name != "paper" else i + 1]):
+    batch = 1 if name == "paper" else 4  # executor batch (memory of the paper network's trains)
+    for i in range(0, x.shape[0], batch):
+        for d in executor_drives(graph, x[i:i + batch], t[i:i + batch]):
             res.append(evaluation_latency(counter.work(d.trains), tm))
             fr.append(sum(float(v.sum()) for v in d.trains.values()) / (sum(p.size for p in graph.spiking) * graph.T))
     model_s = time.perf_counter() - t0
@@ -151,7 +152,8 @@ def apply_model(name: str) -> dict:
     window = float(np.mean([r["window_s"] for r in res]))
     piped = float(np.mean([r["pipelined_s"] for r in res]))
     binding = {k: sum(r["binding_term_counts"][k] for r in res) for k in ("send", "receive")}
-    return {"label": label, "inputs": inputs, "evaluations": len(res), "neurons": sum(p.size for p in graph.populations.values()),
+    return {"label": label, "inputs": inputs, "evaluations": len(res),
+            "neurons": sum(p.size for p in graph.populations.values()),
             "cores": cm.n_cores, "tiles": cm.tiles(), "chips_of_128_cores": -(-cm.n_cores // 128),
             "window_steps": res[0]["steps"], "mean_firing_rate": float(np.mean(fr)),
             "synaptic_events_per_evaluation": float(np.mean([r["synaptic_events"] for r in res])),
