@@ -211,14 +211,14 @@ def test_headline_rows_with_and_without_sanafe():
                                                                           "network": 0.2},
               "latency_per_image_s": 0.13, "latency_basis": "SANA-FE time", "evaluations_simulated": 2}
     lm = {"label": "our latency model", "latency_per_image_s": 0.12, "latency_per_evaluation_s": 0.012,
-          "validation_error": -0.08, "basis": "slowest core + sync"}
+          "validation": {"max_abs_window_relative_error": 0.08}, "basis": "slowest core + sync"}
     h = headline(ev, 10, 2, {"snn": None, "ann": 1000}, None, profs, gpu_model=gm, sanafe=sanafe, latency_model=lm,
                  T=4, latency_steps=5)
     rows = h["rows"]
     assert rows[0]["run"] == "Loihi (SANA-FE, Loihi 1 architecture)"
     assert rows[0]["energy_per_image_mj"] == 4.2 and rows[0]["latency_per_image_s"] == 0.13
     assert rows[0]["energy_by_unit_mj"]["synapse"] == 3
-    assert rows[1]["latency_per_image_s"] == 0.12 and "8% from SANA-FE" in rows[1]["latency_basis"]
+    assert rows[1]["latency_per_image_s"] == 0.12 and "within 8.00% of SANA-FE" in rows[1]["latency_basis"]
     assert rows[1]["energy_per_image_mj"] == pytest.approx(neuro_mj)
     gpu = rows[2]
     assert gpu["run"] == "GPU (h100-bf16, modelled)" and gpu["energy_per_image_mj"] == neuro_mj * 2  # batch 2

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..energy.neuromorphic import DEFAULT_SANAFE_EVALUATIONS
 from ..hardware.profiles import DEFAULT_PROFILES
 from ._common import check_output_dir, set_threads
 
@@ -41,9 +42,14 @@ from ._common import check_output_dir, set_threads
               help="`evaluate --json-out` file(s): plot energy per image against FID.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/energy", show_default=True,
               help="Folder for energy_report.json and the PNG plots.")
+@click.option("--sanafe/--no-sanafe", "sanafe", default=None,
+              help="Simulate the deployed network on SANA-FE's Loihi 1 architecture (optional extra: "
+                   "pip install 'sdm-neuro[sanafe]'). Default: when importable and the network fits in memory.")
+@click.option("--sanafe-evaluations", type=int, default=DEFAULT_SANAFE_EVALUATIONS, show_default=True,
+              help="How many of the job's evaluations SANA-FE simulates (evenly spaced; one build serves all).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, count_inputs, count_temb, ann_ref,
-            gpu_run, warmup, repeats, onnx, device, quality, out_dir, threads):
+            gpu_run, warmup, repeats, onnx, device, quality, out_dir, threads, sanafe, sanafe_evaluations):
     """Energy of MODEL_OR_EXPORT (a spiking model's checkpoint or card, or its .lava.h5 export) per
     network evaluation and per generated image, on each hardware profile: the ANN twin (MACs); the SNN
     by the paper's Eq. 20, by counted synaptic ops, and by every event of the deployed run; plus the
@@ -60,11 +66,34 @@ def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, coun
     report = energy_report(model_or_export, spikes_json=spikes_file, profiles=list(profiles), solver=solver,
                            steps=steps, n_images=n, device=device, gpu_run=gpu_run, ann_ref=ann_ref, seed=seed,
                            count_inputs=count_inputs, count_temb=count_temb, quality=list(quality), onnx=onnx,
-                           warmup=warmup, repeats=repeats)
+                           warmup=warmup, repeats=repeats,
+                           sanafe={None: "auto", True: "on", False: "off"}[sanafe],
+                           sanafe_evaluations=sanafe_evaluations)
     out = Path(out_dir)
     report["plots"] = write_plots(report, out)
     path = out / "energy_report.json"
     write_text(out / "headline.md", headline_markdown(report))
     write_text(path, to_json(report))
     click.echo(format_report(report))
+    click.echo(neuromorphic_lines(report))
     click.echo(f"wrote {path} and " + ", ".join(p for p in report["plots"].values() if p))
+
+
+def neuromorphic_lines(report: dict) -> str:
+    """SANA-FE's and our latency model's figures per image, or why SANA-FE did not run (one line each)."""
+    sf, lm = report.get("neuromorphic_sanafe") or {}, report.get("neuromorphic_latency_model") or {}
+    if sf.get("available"):
+        e = sf["energy_per_evaluation_uj"]
+        lines = [f"{sf['label']} ({sf['evaluations_simulated']} of {sf['evaluations_in_job']} evaluations): "
+                 f"{sf['energy_per_image_mj']:.3f} mJ and {sf['latency_per_image_s'] * 1e3:.1f} ms per image "
+                 f"({e['total']:.1f} uJ per evaluation: synapse {e['synapse']:.1f}, soma {e['soma']:.1f}, "
+                 f"network {e['network']:.1f}; event model {sf['event_model_energy_per_evaluation_uj']:.1f} uJ); "
+                 f"spikes match the executor: {'yes' if sf['spikes_match_executor'] else 'NO'}"]
+    else:
+        lines = [f"{sf.get('label', 'SANA-FE')}: not run: {sf.get('reason')}"]
+    if lm.get("available"):
+        v = lm.get("validation")
+        err = "" if not v else f", within {v['max_abs_window_relative_error'] * 100:.2f} % of SANA-FE (delays replayed)"
+        lines.append(f"latency model: {lm['latency_per_image_s'] * 1e3:.1f} ms per image at batch 1, "
+                     f"{lm['pipelined_seconds_per_image'] * 1e3:.1f} ms per image pipelined{err}")
+    return "\n".join(lines)

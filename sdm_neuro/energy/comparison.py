@@ -79,13 +79,12 @@ def _sanafe_row(sf: dict | None) -> dict:
 def _latency_model_basis(lm: dict) -> str:
     err = lm.get("validation_error")
     if err is None and isinstance(lm.get("validation"), dict):
-        w = lm["validation"].get("window_relative_error") or []
-        err = max((abs(x) for x in w), default=None)
+        err = lm["validation"].get("max_abs_window_relative_error")
     basis = f"modelled: {lm.get('label', 'latency model')}"
     if lm.get("latency_basis") or lm.get("basis"):
         basis += f" ({lm.get('latency_basis') or lm.get('basis')})"
     if isinstance(err, (int, float)):
-        basis += f"; {abs(err):.0%} from SANA-FE"
+        basis += f"; within {abs(err):.2%} of SANA-FE on this run's simulated windows"
     else:
         basis += "; not validated against SANA-FE in this run"
     return basis

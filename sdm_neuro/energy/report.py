@@ -6,6 +6,8 @@
                                      bit-identical fixed-point PyTorch executor run here
     energy    (energy.event_model)   labelled figures per hardware profile, per evaluation and image
     timing    (energy.timing)        the same sampling job timed on the CPU or a GPU, warmed up, repeated
+    neuromorphic (energy.neuromorphic) SANA-FE's Loihi 1 model on K of the job's evaluations (optional
+                                     extra) and our latency model on all of them, in seconds
     gpu model (energy.gpu_model)     kernels traced from the models at batch 1..256, launch / compute /
                                      memory per kernel, idle + dynamic power; NVML-measured on CUDA
     baselines (energy.baselines)     the ANN twin at fp32 / int8 / ceil(log2(T+1)) bits and the SNN on
@@ -37,6 +39,7 @@ from .comparison import headline
 from .baselines import baselines_section
 from .event_model import DeployedEvents, profile_section
 from .gpu_model import GpuConstants, gpu_model_section, measured_batches, model_error
+from .neuromorphic import DEFAULT_SANAFE_EVALUATIONS
 from .paper import paper_anchor
 from .quality import read_quality
 from .subject import Subject, load_subject, resolve_ann
@@ -228,14 +231,37 @@ def gpu_stage(sub: Subject, macs: MacSection, solver: str, steps: int, n_images:
     return sec
 
 
+def neuromorphic_stage(sub: Subject, solver: str, steps: int, n_images: int, seed: int, evals_per_image: int,
+                       host: dict, profs: list[HardwareProfile], sanafe: str,
+                       sanafe_evaluations: int) -> tuple[dict, dict]:
+    """(neuromorphic_sanafe, neuromorphic_latency_model) sections on the job's own evaluations; a
+    section that could not run says why in its ``reason``."""
+    from .comparison import NEUROMORPHIC_PROFILE
+    from .neuromorphic import job_evaluations, latency_model_section, sanafe_section
+
+    job = None
+    if sub.graph is not None:
+        job = job_evaluations(sub.graph, sub.schedule, solver, steps, n_images, seed)
+    profile = next((p for p in profs if p.name == NEUROMORPHIC_PROFILE), None) or load_profile(NEUROMORPHIC_PROFILE)
+    sf, runs = sanafe_section(sub.graph, job, sanafe_evaluations, sanafe, evals_per_image, host, profile)
+    model = latency_model_section(sub.graph, job, evals_per_image, runs)
+    return sf, model
+
+
 def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | None = None,
                   profiles: list[str] | tuple[str, ...] = DEFAULT_PROFILES, solver: str = "ddim", steps: int = 10,
                   n_images: int = 4, device: str | None = None, gpu_run: bool = True, ann_ref: str | None = None,
                   seed: int = 0, count_inputs: str = "trajectory", count_temb: bool = False,
                   quality: list[str | Path] | None = None, onnx: bool = True, cross_check: bool = True,
-                  warmup: int = 1, repeats: int = 3) -> dict:
-    """Build the energy report dict (schema: docs/energy_report.md). See the module docstring."""
+                  warmup: int = 1, repeats: int = 3, sanafe: str = "auto",
+                  sanafe_evaluations: int = DEFAULT_SANAFE_EVALUATIONS) -> dict:
+    """Build the energy report dict (schema: docs/energy_report.md). See the module docstring.
+
+    ``sanafe``: "auto" (run SANA-FE when importable and the network fits), "on" (fail if not
+    importable), "off"; ``sanafe_evaluations``: how many of the job's evaluations it simulates."""
     profs = _check_args(n_images, steps, profiles)
+    if sanafe_evaluations < 1:
+        raise SdmError(f"--sanafe-evaluations must be >= 1, got {sanafe_evaluations}")
     if warmup < 0 or repeats < 1:
         raise SdmError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
     sub = load_subject(model_ref_or_export)
@@ -249,6 +275,8 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
     if counts is not None:
         model_flops = macs.snn_model.spike_flops_per_step if macs.snn_model is not None else None
         events = DeployedEvents.from_counts(counts["per_evaluation"], macs.host, model_flops, counts["T"])
+    sanafe_sec, latency_sec = neuromorphic_stage(sub, solver, steps, n_images, seed, evals_per_image, macs.host,
+                                                 profs, sanafe, sanafe_evaluations)
     dense = macs.dense
     energies = {p.name: profile_section(p, events, dense["ann"], dense["snn"] or dense["graph"], evals_per_image)
                 for p in profs}
@@ -276,6 +304,8 @@ def energy_report(model_ref_or_export: str | Path, spikes_json: str | Path | Non
                      "seed": seed, "count_inputs": count_inputs},
         "profiles": [p.name for p in profs],
         "headline": None,  # filled last, from the sections below
+        "neuromorphic_sanafe": sanafe_sec,
+        "neuromorphic_latency_model": latency_sec,
         "counts": counts,
         "macs": mac_dict,
         "energy": energies,
