@@ -303,7 +303,7 @@ def test_energy_report_cli_writes_json_and_plots(tiny_ckpt, tmp_path, capsys):
     quality.write_text(json.dumps({"model": str(tiny_ckpt), "solver": "ddim", "steps": 3, "n": 4,
                                    "vs_held_out": {"fid": 123.4}}))
     out = tmp_path / "energy"
-    main(["energy-report", str(tiny_ckpt), "--steps", "3", "--n", "2", "--no-gpu-run", "--out", str(out),
+    main(["energy-report", str(tiny_ckpt), "--steps", "3", "--n", "2", "--no-gpu-run", "--no-sanafe", "--out", str(out),
           "--profile", "cmos45nm", "--profile", "loihi2", "--quality", str(quality), "--threads", "1"])
     text = capsys.readouterr().out
     assert "Eq.20 graph" in text and "per image" in text and "top 5 projections" in text and "headline" in text

@@ -75,12 +75,15 @@ def command(model_or_export, spikes_file, profiles, solver, steps, n, seed, coun
     write_text(out / "headline.md", headline_markdown(report))
     write_text(path, to_json(report))
     click.echo(format_report(report))
-    click.echo(neuromorphic_lines(report))
+    extra = neuromorphic_lines(report)
+    if extra:
+        click.echo(extra)
     click.echo(f"wrote {path} and " + ", ".join(p for p in report["plots"].values() if p))
 
 
 def neuromorphic_lines(report: dict) -> str:
-    """SANA-FE's and our latency model's figures per image, or why SANA-FE did not run (one line each)."""
+    """SANA-FE's and our latency model's figures per image, one line each (a SANA-FE that did not run is
+    one row of the headline table, which says why)."""
     sf, lm = report.get("neuromorphic_sanafe") or {}, report.get("neuromorphic_latency_model") or {}
     if sf.get("available"):
         e = sf["energy_per_evaluation_uj"]
@@ -89,8 +92,8 @@ def neuromorphic_lines(report: dict) -> str:
                  f"({e['total']:.1f} uJ per evaluation: synapse {e['synapse']:.1f}, soma {e['soma']:.1f}, "
                  f"network {e['network']:.1f}; event model {sf['event_model_energy_per_evaluation_uj']:.1f} uJ); "
                  f"spikes match the executor: {'yes' if sf['spikes_match_executor'] else 'NO'}"]
-    else:
-        lines = [f"{sf.get('label', 'SANA-FE')}: not run: {sf.get('reason')}"]
+    else:  # the headline table's SANA-FE row already says why, in one line
+        lines = []
     if lm.get("available"):
         v = lm.get("validation")
         err = "" if not v else f", within {v['max_abs_window_relative_error'] * 100:.2f} % of SANA-FE (delays replayed)"

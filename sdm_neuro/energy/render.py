@@ -31,8 +31,10 @@ def _headline_lines(h: dict) -> list[str]:
              "per generated image"]
     lines.append(f"  {'run':<30}{'network':<24}{'energy (mJ)':>13}{'latency (s)':>13}  basis")
     for r in h["rows"]:
+        basis = (r["energy_basis"] if r["energy_basis"] == r["latency_basis"]
+                 else f"energy: {r['energy_basis']}; latency: {r['latency_basis']}")
         lines.append(f"  {r['run'][:29]:<30}{r['network'][:23]:<24}{_fmt(r['energy_per_image_mj']):>13}"
-                     f"{_fmt(r['latency_per_image_s']):>13}  energy: {r['energy_basis']}; latency: {r['latency_basis']}")
+                     f"{_fmt(r['latency_per_image_s']):>13}  {basis}")
     lines += [f"  {t}" for t in crossover_lines(h)]
     return lines
 
