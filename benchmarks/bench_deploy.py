@@ -300,4 +300,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from sdm_neuro.errors import SdmError
+
+    try:
+        main()
+    except SdmError as exc:  # e.g. no Lava on this Python: one line, as the CLI gives
+        sys.exit(f"error: {exc}")

@@ -1,16 +1,18 @@
 """Train the Fashion-MNIST 32x32 spiking UNet, then its ANN twin, on one GPU within a time budget,
 and measure seconds per training step and sampling throughput, all in one run.
 
-Written for the project's GPU machine (Python 3.12, torch 2.11, numpy 2, no lava-nc; the lava-dl
-wheel travels and is installed with --no-deps: only ``lava.lib.dl.slayer``, pure torch, is used),
-but it runs wherever the package runs. Prepare the carried files here with
-``make gpu-carry`` (the four Fashion-MNIST .gz files in ``.fmnist/``, the lava-dl wheel in
-``.whl/``; both git-ignored), then on the GPU machine, from the repository root::
+Written for the project's GPU machine (Python 3.12, torch 2.11, numpy 2, no Lava: the model uses
+its own torch synapse, ``sdm_neuro.models.synapse``), but it runs wherever the package runs.
+The package installs there with ``pip install -e .``; that machine has no network, and of the
+core dependencies it lacks nir, nirtorch, norse and torch-fidelity, so their wheels travel (with
+setuptools for the build). Prepare the carried files here with ``make gpu-carry`` (the four
+Fashion-MNIST .gz files in ``.fmnist/``, the wheels in ``.whl/``; both git-ignored), then on the
+GPU machine, from the repository root::
 
-    pip install -q --no-index --no-deps --ignore-requires-python --target /tmp/site .whl/*.whl
-    PYTHONPATH=$PWD:/tmp/site python3 scripts/gpu_fmnist.py --data-path .fmnist --out "$OUT" --max-minutes 8
+    pip install -q --no-index --find-links .whl -e .
+    python3 scripts/gpu_fmnist.py --data-path .fmnist --out "$OUT" --max-minutes 8
 
-Check it on the CPU first (``--smoke``: every phase, lava-nc imports blocked, 3 steps per model
+Check it on the CPU first (``--smoke``: every phase, Lava imports blocked, 3 steps per model
 of the cards' graph at base 8 channels and batch 4, BN recalibration on 2 batches of 8: the
 full cards cost tens of seconds per CPU step)::
 
@@ -46,15 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-LAVA_NC_PACKAGES = ("lava.magma", "lava.proc", "lava.utils", "lava.networks", "lava.frameworks")
-
-
-class _BlockLavaNc:
-    """Import hook that makes lava-nc's packages unimportable (as on the GPU machine)."""
+class _BlockLava:
+    """Import hook that makes every ``lava`` package unimportable (as on the GPU machine)."""
 
     def find_spec(self, name, path=None, target=None):
-        if any(name == p or name.startswith(p + ".") for p in LAVA_NC_PACKAGES):
-            raise ImportError(f"{name} blocked: lava-nc is not available on the GPU machine")
+        if name == "lava" or name.startswith("lava."):
+            raise ImportError(f"{name} blocked: Lava is not installed on the GPU machine")
         return None
 
 
@@ -85,12 +84,9 @@ def environment(device: str) -> dict:
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
-    try:
-        import importlib.metadata as md
+    from sdm_neuro.slayer_compat import slayer_available
 
-        env["lava_dl"] = md.version("lava-dl")
-    except Exception:  # noqa: BLE001 - informational only
-        env["lava_dl"] = None
+    env["synapse"] = "slayer.synapse.Conv" if slayer_available() else "TorchConvSynapse"
     return env
 
 
@@ -149,11 +145,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; --smoke: 1)")
     ap.add_argument("--smoke", action="store_true",
                     help="check the script on the CPU: base 8 channels, 3 steps per model at batch 4, tiny "
-                         "sampling, lava-nc blocked")
+                         "sampling, Lava blocked")
     args = ap.parse_args()
 
     if args.smoke:
-        sys.meta_path.insert(0, _BlockLavaNc())
+        sys.meta_path.insert(0, _BlockLava())
     import torch
 
     if args.threads or args.smoke:

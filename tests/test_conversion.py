@@ -103,6 +103,7 @@ def test_conversion_exact_in_first_layer_bounded_deeper(bits):
     assert rel < {2: 0.15, 3: 0.05}[bits]
 
 
+@pytest.mark.requires_lava
 def test_converted_export_is_spike_exact_on_lava(tmp_path):
     """The converted model's export (v3 fields: reset by subtraction, v0 = theta/2) through the
     pipelined Lava network (fixed_pt) and the in-process simulator: 0 mismatches against the

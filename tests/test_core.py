@@ -160,6 +160,7 @@ def test_cli_bad_inputs_one_line_errors(tmp_path):
         assert "Traceback" not in r.stderr
 
 
+@pytest.mark.requires_slayer
 def test_slayer_cuba_neuron_option_matches_if_dynamics():
     """``neuron = "slayer-cuba"`` (SLAYER's CUBA neuron, du = 1, dv = 0, fixed surrogate) spikes like
     our IF neuron up to SLAYER's internal 1/64 state quantisation, and trains (has gradients)."""

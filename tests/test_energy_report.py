@@ -201,6 +201,7 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.mark.requires_lava
 def test_torch_and_lava_counts_agree_and_report_cross_checks(tmp_path):
     """One Lava evaluation (a 1-step DDIM trajectory of one image): SOPs per projection from Lava's
     spike trains equal those from the PyTorch executor's per-neuron counts; the report re-runs the

@@ -633,6 +633,7 @@ def _group_members(pgid: int) -> set[int]:
     return {int(p) for p in r.stdout.split()}
 
 
+@pytest.mark.requires_lava
 @pytest.mark.parametrize("moment", ["mid-run"])  # "during-build" passes too (not run: 20 s each)
 def test_ctrl_c_to_the_process_group_stops_simulate(tmp_path, moment):
     """What a terminal's Ctrl-C does: SIGINT to simulate and every Lava worker at once (the

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from sdm_neuro.checkpoint import load_model
@@ -58,6 +59,7 @@ def test_committed_export_is_current_and_matches_model():
     assert mse_fixed < 1.05 * mse_float, (mse_fixed, mse_float)
 
 
+@pytest.mark.requires_lava
 def test_simulate_committed_export_on_lava(tmp_path):
     out = tmp_path / "sim"
     r = subprocess.run([sys.executable, "-m", "sdm_neuro.cli", "simulate", EXPORT, "--timestep", "600", "--n", "2",

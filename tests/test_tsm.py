@@ -95,6 +95,7 @@ def tsm_graph():
     return graph, x, torch.tensor([300])
 
 
+@pytest.mark.requires_lava
 def test_lava_fixed_tsm_is_spike_exact(tsm_graph):
     from sdm_neuro.executors.lava_executor import LavaExecutor
     from sdm_neuro.executors.torch_executor import TorchExecutor
@@ -117,6 +118,7 @@ def test_lava_fixed_tsm_is_spike_exact(tsm_graph):
     assert torch.equal(eps_l, eps_t[0])
 
 
+@pytest.mark.requires_lava
 def test_lava_float_tsm_agrees(tsm_graph):
     from sdm_neuro.executors.lava_executor import LavaExecutor
     from sdm_neuro.executors.torch_executor import TorchExecutor

@@ -45,9 +45,16 @@ def _quiet_stdout():
 def import_lava() -> None:
     """Import Lava's runtime. Lava calls ``multiprocessing.set_start_method('fork')`` on import,
     which fails once anything (a tqdm bar, a DataLoader) has fixed the start method: so import
-    it before such objects exist; if the method is already 'fork', Lava's call is harmless."""
+    it before such objects exist; if the method is already 'fork', Lava's call is harmless.
+    Without the ``lava`` extra: an ``SdmError`` saying what to install and what runs instead."""
     import multiprocessing as mp
 
+    from ..errors import SdmError
+    from ..lava_extra import lava_nc_available, needs_lava
+
+    instead = "`sdm-neuro sample EXPORT --executor fixed` runs the same fixed-point arithmetic (PyTorch executor)"
+    if not lava_nc_available():
+        raise SdmError(needs_lava("simulate EXPORT (a Lava run)", instead))
     if mp.get_start_method(allow_none=True) == "fork":
         mp.set_start_method(None, force=True)  # let Lava set it again
     with _quiet_stdout():

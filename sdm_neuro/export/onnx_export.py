@@ -7,7 +7,8 @@ become ``Greater``/``Where`` nodes, the SLAYER synapses (``Conv3d`` with kernel 
 ``Conv`` nodes. During export the spike function ``ATanSpike.apply`` is replaced by its eval
 forward ``(x > 0)`` (a plain tensor op), so no autograd Function has to be traced.
 
-TorchScript exporter of torch 2.3 (``torch.onnx.export``), opset 17. The file is written
+TorchScript exporter (``torch.onnx.export``; ``dynamo=False`` where torch has the dynamo one,
+the default from torch 2.9, which needs onnxscript), opset 17. The file is written
 atomically and checked against PyTorch with onnxruntime on a random batch of a different size
 than the one traced (which also exercises the dynamic batch axis).
 """
@@ -25,6 +26,14 @@ from ..atomic import atomic_path
 from ..errors import SdmError
 
 OPSET = 17
+
+
+def _torchscript_exporter() -> dict:
+    """``torch.onnx.export`` keywords that select the TorchScript exporter on every torch: torch
+    2.3 has only that one (no ``dynamo`` keyword); newer torch defaults to the dynamo exporter."""
+    import inspect
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 @contextlib.contextmanager
@@ -90,7 +99,8 @@ def export_module_onnx(model: nn.Module, card, out: str | Path, verify_batch: in
             warnings.simplefilter("ignore")  # constant-folding and tracer notices
             torch.onnx.export(
                 wrapper, (x, t), str(tmp), opset_version=OPSET, input_names=["x", "t"], output_names=["eps"],
-                dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "eps": {0: "batch"}}, do_constant_folding=True)
+                dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "eps": {0: "batch"}}, do_constant_folding=True,
+                **_torchscript_exporter())
             info = _verify(tmp, wrapper, shape, num_steps, verify_batch, seed)
     except SdmError:
         raise

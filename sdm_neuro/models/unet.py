@@ -2,7 +2,8 @@
 
 Tensors inside the network body are *currents* of shape (N, C, H, W, T) (SLAYER's layout):
 real-valued sums of synaptic projections of spikes. Spikes only appear as the output of a
-neuron (``IFNeuron``), and every synapse (``slayer.synapse.Conv``) is fed by spikes, except the
+neuron (``IFNeuron``), and every synapse (``SynConv``: SLAYER's ``synapse.Conv`` where lava-dl
+imports, else our torch copy, ``synapse.py``) is fed by spikes, except the
 1x1 shortcut, which is a linear map of a current and is folded into the projections that
 compose that current at export time. So everything between the first conv and the readout is
 spike-driven and maps onto Loihi as spikes -> synapses -> neurons.
@@ -27,16 +28,7 @@ from torch import nn
 
 from ..card import ModelCard
 from ..neurons import IFNeuron, quantize
-from ..slayer_compat import slayer
-
-
-def SynConv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Module:
-    """SLAYER convolution synapse over (N, C, H, W, T); weight shape (out, in, k, k, 1)."""
-    conv = slayer().synapse.Conv(in_ch, out_ch, kernel, stride=stride, padding=padding,
-                                 weight_scale=1, weight_norm=False)
-    # SLAYER initialises like nn.Conv3d; keep that, and add a bias (folded into neuron bias).
-    conv.bias = nn.Parameter(torch.zeros(out_ch))
-    return conv
+from .synapse import SynConv
 
 
 class Activation(nn.Module):

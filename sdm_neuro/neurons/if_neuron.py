@@ -109,8 +109,14 @@ class IFNeuron(nn.Module):
         self.gain = nn.Parameter(torch.ones(T)) if tsm else None
         self._slayer = None
         if impl == "slayer-cuba":
-            from ..slayer_compat import slayer
+            from ..slayer_compat import slayer, slayer_available
 
+            if not slayer_available():
+                from ..errors import SdmError
+                from ..lava_extra import needs_lava
+
+                raise SdmError(needs_lava("model.neuron 'slayer-cuba' (SLAYER's CUBA neuron)",
+                                          "neuron 'if' has the same forward arithmetic"))
             self._slayer = slayer().neuron.cuba.Neuron(
                 threshold=threshold, current_decay=1.0, voltage_decay=0.0,
                 tau_grad=0.01, scale_grad=10.0, shared_param=True, persistent_state=False)
