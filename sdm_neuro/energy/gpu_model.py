@@ -19,6 +19,7 @@ docs/hw_profiles.md. Times in s, energies in J unless a name says otherwise.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -91,7 +92,9 @@ def kernel_of(func, args, kwargs, out) -> Kernel:
     ins, outs = _tensors((args, kwargs)), _tensors(out)
     packet = func.overloadpacket
     if packet in flop_registry:
-        flops = float(flop_registry[packet](*args, **(kwargs or {}), out=out))
+        # torch < 2.4 names the output keyword ``out``, later versions ``out_val``
+        out_kw = "out_val" if "out_val" in inspect.signature(flop_registry[packet], follow_wrapped=False).parameters else "out"
+        flops = float(flop_registry[packet](*args, **(kwargs or {}), **{out_kw: out}))
     else:
         flops = float(max([t.numel() for t in ins + outs] or [0]))
     fb = sum(t.numel() * t.element_size() for t in ins + outs if t.is_floating_point())
