@@ -71,6 +71,10 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the result here (e.g. docs/results/energy_front.json)")
     ap.add_argument("--plot", default=None, help="FID against energy per image (e.g. docs/img/energy_front.png)")
     ap.add_argument("--md", default=None, help="the table as markdown")
+    ap.add_argument("--ship", default=None, metavar="NAME",
+                    help="write the knee as models/NAME.toml + .pt and export/NAME.lava.h5 (e.g. sdm-digits-snn-lowsop)")
+    ap.add_argument("--machine", default="2-core CPU (this project's CI machine kind), shared with other jobs",
+                    help="machine description for the shipped card's provenance")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -144,6 +148,8 @@ def main() -> None:
         write_text(args.md, format_md(result))
     if args.plot:
         plot(result, args.plot)
+    if args.ship and knee is not None:
+        ship(result, args)
     print(format_md(result))
 
 
@@ -167,6 +173,47 @@ def finetune(row, args, out: Path, log) -> None:
                                        "loss": res.final_loss, "lr": args.lr, "sop_penalty": row["penalty"],
                                        "from": SHIPPED})
     log("done", row["label"], round(res.seconds, 1), "s")
+
+
+def ship(result, args) -> None:
+    """The knee as a shipped model: card (with provenance), checkpoint (renamed card inside) and Lava export."""
+    from sdm_neuro.card import card_from_dict, write_card
+    from sdm_neuro.checkpoint import load_checkpoint, save_checkpoint
+    from sdm_neuro.export.lava import export_lava
+
+    knee = result["knee"]
+    row = next(r for r in result["rows"] if r["label"] == knee["label"])
+    ck = load_checkpoint(knee["model"])
+    data = ck["card"]
+    data["model"]["name"] = args.ship
+    card = card_from_dict(data)
+    ck = {**ck, "card": card.to_dict()}
+    save_checkpoint(Path("models") / f"{args.ship}.pt", ck)
+    ft = row.get("finetune", {})
+    fid = f"{row['fid_mean']:.2f} ± {row['fid_std']:.2f}"
+    sh = next(r for r in result["rows"] if r["label"] == "shipped SNN")
+    prov = {"checkpoint": f"{args.ship}.pt",
+            "command": (f"python scripts/energy_front.py --out runs/front --ft-steps {args.ft_steps} --lr {args.lr:g} "
+                        f"--penalties {' '.join(f'{w:g}' for w in args.penalties)} (the knee: sop_penalty "
+                        f"{knee['penalty']:g}); the same run as sdm-neuro finetune models/sdm-digits-snn.toml "
+                        f"--sop-penalty {knee['penalty']:g} --steps {args.ft_steps} --lr {args.lr:g} --out DIR"),
+            "from_checkpoint": f"sdm-digits-snn.pt (step {int(load_checkpoint('models/sdm-digits-snn.pt')['step'])})",
+            "steps": int(ft.get("steps", args.ft_steps)), "seconds": float(ft.get("seconds", 0.0)),
+            "final_loss": round(float(ft.get("loss", float("nan"))), 4), "machine": args.machine,
+            "note": "EMA weights (decay 0.999) with BatchNorm statistics recalibrated on 16 noisy training batches"}
+    notes = {"energy_front": "docs/energy_front.md; docs/results/energy_front.json",
+             "fid_ddim50_256_3seeds": fid, "shipped_snn_fid": f"{sh['fid_mean']:.2f} ± {sh['fid_std']:.2f}",
+             "sops_per_image_ddim50": round(row["per_image"]["sops"]),
+             "shipped_snn_sops_per_image_ddim50": round(sh["per_image"]["sops"]),
+             "firing_rate": round(row["firing_rate"], 4),
+             "host_side": ("first conv (direct encoding), time-embedding MLP (per-timestep bias table) and the "
+                           "readout decode, as models/sdm-digits-snn.toml")}
+    header = (f"The shipped digits SNN fine-tuned {args.ft_steps} steps with training.sop_penalty = "
+              f"{knee['penalty']:g} (energy-aware training): the knee of the quality-energy front.\n"
+              "make run keeps using models/sdm-digits-snn.toml.")
+    write_card(Path("models") / f"{args.ship}.toml", card, prov, notes, header)
+    summary = export_lava(f"models/{args.ship}.toml", Path("export") / f"{args.ship}.lava.h5")
+    print(json.dumps({"shipped": args.ship, **summary}))
 
 
 def write_json(path, obj) -> None:

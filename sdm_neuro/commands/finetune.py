@@ -8,8 +8,9 @@ the checkpoint's training steps, as the paper's I_ft < 1/10 of the training iter
 
 ``--sop-penalty W`` / ``--rate-penalty W`` (with or without ``--tsm``): energy-aware fine-tuning,
 the eps-MSE plus W x the deployed network's synaptic ops (or firing rate) per image and
-evaluation (``training.sop_penalty``, ``training.rate_penalty``; ``training/activity_penalty.py``). Without ``--tsm`` and
-without a penalty, the weights are fine-tuned with the plain loss (the control of a penalised run).
+evaluation (``training.sop_penalty``, ``training.rate_penalty``; ``training/activity_penalty.py``).
+``--sop-penalty 0`` without ``--tsm`` fine-tunes the weights with the plain loss (the control of a
+penalised run). One of ``--tsm``, ``--sop-penalty``, ``--rate-penalty`` is required.
 """
 from __future__ import annotations
 
@@ -73,6 +74,9 @@ def command(model, tsm, out_dir, steps, lr, sop_penalty, rate_penalty, seed, dev
     """Fine-tune a trained spiking MODEL (.pt or card .toml); writes OUT/model.pt."""
     from ..errors import SdmError
 
+    if not tsm and sop_penalty is None and rate_penalty is None:
+        raise SdmError("finetune needs --tsm (TSM fine-tuning) or --sop-penalty / --rate-penalty W (energy-aware "
+                       "fine-tuning; W = 0 fine-tunes the weights with the plain loss)")
     if steps is not None and steps < 1:
         raise SdmError(f"--steps must be >= 1, got {steps}")
     if lr is not None and lr <= 0:
