@@ -387,6 +387,21 @@ def assemble(rows, args, part) -> dict:
                 "snn_over_qann_45nm_int": best["energy_per_image_mj"]["cmos45nm-int8"] / q_e,
                 "yan_break_even_rate": YAN_BREAK_EVEN_RATE,
                 "snn_rate_over_yan_break_even": best["firing_rate"] / YAN_BREAK_EVEN_RATE})
+        from sdm_neuro.hardware.profiles import load_profile as _lp
+
+        int8 = _lp("cmos45nm-int8")
+        vs_qann["arithmetic_break_even"] = {}
+        for r in spiking:  # the firing rate at which the SNN's int8 45 nm energy equals the QAT twin's int3
+            host = r["per_image"]["host_macs"] * int8.mac_pj / PJ_PER_MJ
+            sop = r["per_image"]["sops"] * int8.ac_pj / PJ_PER_MJ
+            vs_qann["arithmetic_break_even"][r["label"]] = {
+                "firing_rate": r["firing_rate"], "snn_over_qann": (host + sop) / q_e,
+                "break_even_firing_rate": r["firing_rate"] * (q_e - host) / sop,
+                "spikes_per_synapse_per_evaluation": r["spikes_per_synapse_per_evaluation"]}
+        vs_qann["arithmetic_break_even_note"] = (
+            "break_even_firing_rate = rate x (E_qann,int3 - E_host,int8) / E_SOPs,int8: SOPs scaled linearly with "
+            "the rate at this model's fan-out; arithmetic only (Yan et al.'s ~5.7 % at T = 5 and Dampfhoffer et al.'s "
+            "0.15-1.38 spikes per synapse include memory access, which no figure here charges)")
         vs_qann["any_spiking_model_beats_qann_on_45nm_int_at_fid_le_qann"] = any(
             r["energy_per_image_mj"]["cmos45nm-int8"] < q_e for r in at_most)
     return {"what": ("quality (FID/KID, classifier features vs the 300 held-out digits) against energy per "
@@ -436,43 +451,53 @@ def format_md(res) -> str:
 
 
 def plot(res, path) -> None:
+    """FID against energy per image, log axes: left 45 nm arithmetic (SNNs on int8 and fp32, ANNs on
+    their own precision), right every deployed event on the Loihi profile (ANNs on 45 nm as before)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    panels = [("45 nm arithmetic (SNN: int8 SOPs + host MACs; ANNs: MACs)", "cmos45nm-int8"),
-              ("SNN every event on Loihi (est.); ANNs on 45 nm", "loihi2")]
-    for ax, (title, prof) in zip(axes, panels):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    panels = [("45 nm arithmetic only: SNN host MACs + counted SOPs; ANN MACs", ("cmos45nm-int8", "cmos45nm")),
+              ("SNN: every deployed event on Loihi (est.); ANNs: 45 nm MACs", ("loihi2",))]
+    marks = {"shipped SNN": ("s", "C1"), "converted SNN b = 2 (shipped)": ("D", "C2"),
+             "ANN twin (fp32)": ("^", "C3"), "quantised ANN twin, 3 bits (QAT)": ("v", "C4"),
+             "quantised ANN twin, 3 bits, weights rounded to 8 bits": ("<", "C5")}
+    tag = {"cmos45nm-int8": " (int8)", "cmos45nm": " (fp32)", "loihi2": ""}
+    for ax, (title, profs) in zip(axes, panels):
         tuned = [r for r in res["rows"] if r["penalty"] is not None and r.get("energy_per_image_mj")
                  and r["fid_mean"] is not None]
-        xs = [r["energy_per_image_mj"][prof] for r in tuned]
-        ax.errorbar(xs, [r["fid_mean"] for r in tuned], yerr=[r["fid_std"] or 0 for r in tuned], fmt="o-",
-                    color="C0", capsize=3, label="fine-tuned SNN (sop_penalty)")
-        for r, x in zip(tuned, xs):
-            ax.annotate(f"{r['penalty']:g}", (x, r["fid_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        marks = {"shipped SNN": ("s", "C1"), "converted SNN b = 2 (shipped)": ("D", "C2"),
-                 "ANN twin (fp32)": ("^", "C3"), "quantised ANN twin, 3 bits (QAT)": ("v", "C4")}
+        for i, prof in enumerate(profs):
+            xs = [r["energy_per_image_mj"][prof] for r in tuned]
+            ax.errorbar(xs, [r["fid_mean"] for r in tuned], yerr=[r["fid_std"] or 0 for r in tuned],
+                        fmt="o-" if i == 0 else "o--", mfc="C0" if i == 0 else "white", color="C0", capsize=3,
+                        label="fine-tuned SNN, label = sop_penalty" + tag[prof])
+            for r, x in zip(tuned, xs):
+                ax.annotate(f"{r['penalty']:g}", (x, r["fid_mean"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)
         for r in res["rows"]:
             if r["label"] not in marks or r["fid_mean"] is None or not r.get("energy_per_image_mj"):
                 continue
             e = r["energy_per_image_mj"]
-            x = e.get(prof) if r["kind"] == "snn" else (e.get("cmos45nm-int3") if r["kind"] == "qann"
-                                                         else e.get("cmos45nm"))
-            if x is None:
-                continue
             m, c = marks[r["label"]]
-            suffix = {"qann": " (45 nm int3)", "ann": " (45 nm fp32)"}.get(r["kind"], "")
-            ax.errorbar([x], [r["fid_mean"]], yerr=[r["fid_std"] or 0], fmt=m, color=c, capsize=3,
-                        label=r["label"] + suffix)
+            if r["kind"] == "snn":
+                pts = [(e.get(p), tag[p], i) for i, p in enumerate(profs)]
+            elif r["kind"] == "qann":
+                pts = [(e.get("cmos45nm-int3"), " (45 nm int3)", 0)]
+            else:
+                pts = [(e.get("cmos45nm"), " (45 nm fp32)", 0)]
+            for x, suffix, i in pts:
+                if x is not None:
+                    ax.errorbar([x], [r["fid_mean"]], yerr=[r["fid_std"] or 0], fmt=m, color=c, capsize=3,
+                                mfc=c if i == 0 else "white", label=r["label"] + suffix)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("energy per generated image (mJ, DDIM 50)")
         ax.set_ylabel("FID (256 samples, mean ± std over 3 seeds)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(".tmp.png")
