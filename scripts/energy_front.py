@@ -54,7 +54,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/front")
     ap.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.05, 0.15, 0.5, 1.5])
-    ap.add_argument("--ft-steps", type=int, default=400)
+    ap.add_argument("--rate-penalties", type=float, nargs="*", default=[],
+                    help="also fine-tune with training.rate_penalty at these weights (the rate-only variant)")
+    ap.add_argument("--ft-steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--qat-steps", type=int, default=360)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -97,6 +99,9 @@ def main() -> None:
     for w in args.penalties:
         rows.append({"label": f"fine-tuned, sop_penalty {w:g}", "kind": "snn", "penalty": w,
                      "model": str(out / _tag(w) / "model.pt")})
+    for w in args.rate_penalties:
+        rows.append({"label": f"fine-tuned, rate_penalty {w:g}", "kind": "snn", "penalty": w, "rate": True,
+                     "model": str(out / f"rate{w:g}" / "model.pt")})
     rows += [{"label": "ANN twin (fp32)", "kind": "ann", "model": ANN, "penalty": None},
              {"label": "quantised ANN twin, 3 bits (QAT)", "kind": "qann", "penalty": None,
               "model": str(out / "qann-b3" / "sdm-digits-ann-conv-b3-qann.toml")},
@@ -164,13 +169,15 @@ def finetune(row, args, out: Path, log) -> None:
     if done.is_file() and int(load_checkpoint(done).get("step", 0)) == args.ft_steps:
         return
     card, ckpt = resolve_model(SHIPPED)
-    ft = finetune_card(card, args.ft_steps, args.lr, False, row["penalty"], None)
+    ft = (finetune_card(card, args.ft_steps, args.lr, False, None, row["penalty"]) if row.get("rate") else
+          finetune_card(card, args.ft_steps, args.lr, False, row["penalty"], None))
     for f in ("latest.pt", "model.pt", "train_log.jsonl"):  # a cut-short run starts again
         (run / f).unlink(missing_ok=True)
     log("fine-tune", row["label"], args.ft_steps, "steps")
     res = train(ft, run, steps=args.ft_steps, init_from=ckpt, progress=False)
     write_json(run / "finetune.json", {"steps": res.steps, "seconds": round(res.seconds, 1),
-                                       "loss": res.final_loss, "lr": args.lr, "sop_penalty": row["penalty"],
+                                       "loss": res.final_loss, "lr": args.lr,
+                                       "rate_penalty" if row.get("rate") else "sop_penalty": row["penalty"],
                                        "from": SHIPPED})
     log("done", row["label"], round(res.seconds, 1), "s")
 
@@ -332,7 +339,7 @@ def assemble(rows, args, part) -> dict:
 
     evals = len(make_sampler(args.solver, NoiseSchedule.linear(), args.steps).timesteps)  # network evaluations / image
     out_rows = []
-    tuned_rows = sorted((r for r in rows if r["penalty"] is not None), key=lambda r: r["penalty"])
+    tuned_rows = sorted((r for r in rows if r["penalty"] is not None), key=lambda r: (bool(r.get("rate")), r["penalty"]))
     rows = rows[:1] + tuned_rows + [r for r in rows[1:] if r["penalty"] is None]
     for row in rows:
         fid, fid_sd, n = _stats(part, row, args, "fid")
@@ -409,7 +416,8 @@ def assemble(rows, args, part) -> dict:
             "command": " ".join(["python scripts/energy_front.py"] + sys.argv[1:]),
             "sampling": {"solver": args.solver, "steps": args.steps, "n": args.n, "seeds": args.seeds,
                          "evaluations_per_image": evals},
-            "finetune": {"steps": args.ft_steps, "lr": args.lr, "from": SHIPPED, "penalties": args.penalties},
+            "finetune": {"steps": args.ft_steps, "lr": args.lr, "from": SHIPPED, "penalties": args.penalties,
+                         "rate_penalties": args.rate_penalties},
             "counting": (f"events counted on each model's Lava export by the fixed-point PyTorch executor along a "
                          f"{args.solver}-{args.steps} trajectory of {args.count_images} images (seed 0), per image "
                          f"= per evaluation x {evals}"),
@@ -466,8 +474,12 @@ def plot(res, path) -> None:
              "quantised ANN twin, 3 bits, weights rounded to 8 bits": ("<", "C5")}
     tag = {"cmos45nm-int8": " (int8)", "cmos45nm": " (fp32)", "loihi2": ""}
     for ax, (title, profs) in zip(axes, panels):
-        tuned = [r for r in res["rows"] if r["penalty"] is not None and r.get("energy_per_image_mj")
-                 and r["fid_mean"] is not None]
+        tuned = [r for r in res["rows"] if r["penalty"] is not None and not r.get("rate")
+                 and r.get("energy_per_image_mj") and r["fid_mean"] is not None]
+        for r in res["rows"]:
+            if r.get("rate") and r.get("energy_per_image_mj") and r["fid_mean"] is not None:
+                ax.errorbar([r["energy_per_image_mj"][profs[0]]], [r["fid_mean"]], yerr=[r["fid_std"] or 0], fmt="X",
+                            color="C6", capsize=3, label=r["label"] + tag[profs[0]])
         for i, prof in enumerate(profs):
             xs = [r["energy_per_image_mj"][prof] for r in tuned]
             ax.errorbar(xs, [r["fid_mean"] for r in tuned], yerr=[r["fid_std"] or 0 for r in tuned],
