@@ -23,7 +23,7 @@ the deployed graph charges for each of them:
 * **Rate penalty**: ``P_rate = sum_{n,t} s_{n,t} / (N_img * T * neurons)``: the mean firing rate of
   the deployed spiking populations (duplicates charged once, as above), without fan-out.
 
-The weights are those of the weights at the start of the run, recomputed after every checkpoint
+The fan-out weights come from the live weights at the start of the run and are recomputed after every checkpoint
 (``refresh``), so a resumed run uses the same weights as an uninterrupted one; they change only
 where a quantised weight crosses zero.
 """
