@@ -70,6 +70,11 @@ class TrainingSpec:
     warmup_steps: int = 200
     checkpoint_every: int = 500
     seed: int = 0
+    # Energy-aware training (training/activity_penalty.py): weight of the deployed network's SOPs per
+    # image and evaluation, as a fraction of the all-neurons-fire-every-step SOPs (sop_penalty), and of
+    # its mean firing rate (rate_penalty), added to the eps-MSE. 0 = off (today's training, bit for bit).
+    sop_penalty: float = 0.0
+    rate_penalty: float = 0.0
 
 
 @dataclass
@@ -102,6 +107,7 @@ _RANGES = {
     "diffusion.num_steps": (2, 100_000),
     "training.batch_size": (1, 1_000_000), "training.steps": (1, None), "training.grad_clip": (1e-12, None),
     "training.warmup_steps": (0, None), "training.checkpoint_every": (1, None), "training.seed": (0, 2 ** 31 - 1),
+    "training.sop_penalty": (0.0, None), "training.rate_penalty": (0.0, None),
 }
 _INT32_ELEMENTS = 2 ** 31 - 1  # larger tensors overflow 32-bit indexing in some kernels
 MAX_T = 4096  # spiking steps; the IF neurons loop over T in Python, so more would run for hours
@@ -215,6 +221,9 @@ def validate(card: ModelCard) -> None:
         raise SdmError("training needs batch_size >= 1, steps >= 1, lr > 0")
     if not 0 <= t.ema_decay < 1:
         raise SdmError(f"training.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if m.kind == "ann" and (t.sop_penalty or t.rate_penalty):
+        raise SdmError("training.sop_penalty and training.rate_penalty charge spikes; an ANN (model.kind = 'ann') "
+                       "has none")
     check_memory(card, batch=1, training=False)
 
 

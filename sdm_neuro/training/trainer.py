@@ -235,6 +235,11 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
     train_model = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(model)
+    penalty = None
+    if tr.sop_penalty or tr.rate_penalty:  # energy-aware training; nothing extra runs when both are 0
+        from .activity_penalty import ActivityPenalty
+
+        penalty = ActivityPenalty(model, card.diffusion.num_steps, tr.sop_penalty, tr.rate_penalty)
     log = None
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,10 +292,13 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
             loss_sum = torch.zeros((), device=device)
             for k in range(micro_batches):
                 part = slice(k * chunk, (k + 1) * chunk)
+                if penalty is not None:
+                    penalty.start()
                 loss = schedule.eps_loss(train_model, x0[part], t[part], noise[part])
-                if not torch.isfinite(loss) and world == 1:
+                total = loss if penalty is None else loss + penalty.term(chunk)
+                if not torch.isfinite(total) and world == 1:
                     raise stop(f"non-finite loss at step {step}")
-                (loss / micro_batches).backward()
+                (total / micro_batches).backward()
                 loss_sum += loss.detach() / micro_batches
             out_of_time = max_minutes is not None and (time.time() - t0) > max_minutes * 60
             stats = torch.stack([loss_sum, torch.tensor(float(out_of_time), device=device)])
@@ -310,12 +318,17 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
             bar.set_postfix(loss=f"{ema_loss:.4f}")
             seconds = elapsed_before + time.time() - t0
             if log and (step % 50 == 0):
-                log.write(json.dumps({"step": step, "loss": mean_loss, "seconds": round(seconds, 2)}) + "\n")
+                rec = {"step": step, "loss": mean_loss, "seconds": round(seconds, 2)}
+                if penalty is not None:  # the last micro-batch's penalties (eps-MSE is "loss")
+                    rec.update(penalty.last)
+                log.write(json.dumps(rec) + "\n")
                 log.flush()
             done = step + 1
             if done % tr.checkpoint_every == 0 or done == steps or out_of_time:
                 save(done, seconds, ema_loss)
                 last_good = done
+                if penalty is not None and done < steps:  # fan-out of the weights as checkpointed: a resume
+                    penalty.refresh()                      # from this checkpoint uses the same
             if out_of_time:
                 break
     except RuntimeError as exc:
@@ -326,6 +339,8 @@ def _train(card, out_dir, steps, seed, device, max_minutes, init_from, progress,
                        f"(did another process stop?): {first}") from None
     finally:
         bar.close()
+        if penalty is not None:
+            penalty.close()
         if log:
             log.close()
     seconds = elapsed_before + time.time() - t0
