@@ -53,7 +53,7 @@ run: install
 	@echo "main job done: images $(RUN_DIR)/samples.png, summary $(RUN_DIR)/summary.json, energy $(RUN_DIR)/energy/"
 
 test: install
-	$(BIN)/python -m pytest -q
+	SDM_NEURO_REQUIRE_LAVA=1 $(BIN)/python -m pytest -q
 
 # The core suite without Lava: tests that need lava-nc or lava-dl skip (markers requires_lava and
 # requires_slayer, tests/conftest.py); everything else runs.
